@@ -1,0 +1,96 @@
+"""The broker: orders published messages, keeps the recent ones, hands them to the hub.
+
+A broker gives each message an id of the form ``<milliseconds>-<sequence>`` (the shape of
+a Redis stream id), so ids from either backend sort the same way and a cursor ("the last
+message this client saw") works everywhere. Two implementations:
+
+- `core.stores.broker_memory.MemoryBroker`: one process; delivery is a local call.
+- `core.stores.broker_redis.RedisBroker`: XADD + PUBLISH in one Lua call, one
+  subscription per instance, gap recovery from the stream after a reconnect.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.frames import message_payload, text_frame
+
+
+def parse_id(message_id: str) -> tuple[int, int] | None:
+    """The sortable key of a broker id, or None for ids that are not ordered."""
+    ms, sep, seq = message_id.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit():
+        return None
+    return int(ms), int(seq)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One ordered message: its id, priority and JSON payload; framed once, lazily."""
+
+    id: str
+    priority: int
+    payload: bytes
+    ts: float = 0.0  # wall-clock seconds when the sender's instance received it
+    cls: str = ""  # the message class, for per-class metrics
+    key: tuple[int, int] | None = field(default=None, repr=False)
+    _frame: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.key is None:
+            self.key = parse_id(self.id)
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = text_frame(self.payload)
+        return self._frame
+
+    @classmethod
+    def from_tail(
+        cls, message_id: str, priority: int, tail: bytes, ts: float, kind: str = ""
+    ) -> Entry:
+        return cls(message_id, priority, message_payload(message_id, tail), ts, kind)
+
+    def history_frame(self) -> bytes:
+        """The same message marked `"history": true`, for a replay."""
+        return text_frame(b'{"history":true,' + self.payload[1:])
+
+
+Deliver = Callable[[Entry], None]
+
+
+class Broker(abc.ABC):
+    """Orders and distributes messages; one per instance, shared by all connections."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    def attach(self, deliver: Deliver) -> None:
+        """Where delivered entries go (the hub)."""
+        self._deliver = deliver
+
+    async def start(self) -> None:
+        """Begin delivering. Called once, before any publish."""
+
+    async def stop(self) -> None:
+        """Stop delivering and release what the broker holds."""
+
+    @abc.abstractmethod
+    def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
+        """Order and distribute a message. Never blocks; never raises on store errors."""
+
+    @abc.abstractmethod
+    async def recent(self, count: int, max_age: float) -> list[Entry]:
+        """The last `count` messages no older than `max_age` seconds, oldest first."""
+
+    @abc.abstractmethod
+    async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
+        """Messages after id `cursor` (at most the last `limit`), oldest first."""
+
+    @property
+    def distributed(self) -> bool:
+        """True when messages reach other instances through this broker."""
+        return False

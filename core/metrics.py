@@ -1,0 +1,77 @@
+"""Prometheus metrics of one server instance, in a registry of its own.
+
+Counters on the hot path are bumped once per batch or per message, never per
+recipient socket write.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """Every metric the server exports at /metrics."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge(
+            "ws_connections", "WebSocket connections open on this instance", registry=r
+        )
+        self.connections_opened = Counter(
+            "ws_connections_opened", "WebSocket connections accepted", registry=r
+        )
+        self.connections_refused = Counter(
+            "ws_connections_refused",
+            "WebSocket connections refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_in = Counter(
+            "ws_messages_received", "Valid messages received from clients", ["cls"], registry=r
+        )
+        self.messages_out = Counter(
+            "ws_messages_delivered",
+            "Messages handed to client sockets (one per recipient)",
+            ["cls"],
+            registry=r,
+        )
+        self.messages_rejected = Counter(
+            "ws_messages_rejected", "Client frames answered with an error", ["code"], registry=r
+        )
+        self.queue_dropped = Counter(
+            "ws_queue_dropped", "Frames dropped from full outbound queues", registry=r
+        )
+        self.slow_consumers = Counter(
+            "ws_slow_consumer_closes", "Connections closed for not keeping up", registry=r
+        )
+        self.heartbeat_interval = Gauge(
+            "ws_heartbeat_interval_seconds", "Current heartbeat interval", registry=r
+        )
+        self.heartbeat_timeouts = Counter(
+            "ws_heartbeat_timeouts", "Connections closed for not answering pings", registry=r
+        )
+        self.redis_up = Gauge("ws_redis_up", "1 while Redis answers, else 0", registry=r)
+        self.redis_reconnects = Counter(
+            "ws_redis_reconnects", "Times the Redis link came back after an outage", registry=r
+        )
+        self.delivery_latency = Histogram(
+            "ws_delivery_latency_seconds",
+            "From a message's arrival at its sender's instance to its fan-out here",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.hook_errors = Counter(
+            "ws_hook_errors", "Plugin hooks that raised", ["plugin", "hook"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

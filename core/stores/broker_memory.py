@@ -1,0 +1,59 @@
+"""The in-process broker: ids from the local clock, delivery by a direct call."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from core.broker import Broker, Entry, parse_id
+
+
+class IdClock:
+    """Hands out strictly increasing ``ms-seq`` ids, even if the wall clock steps back."""
+
+    __slots__ = ("_clock", "_ms", "_seq")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._ms = 0
+        self._seq = 0
+
+    def next(self) -> str:
+        ms = int(self._clock() * 1000)
+        if ms > self._ms:
+            self._ms, self._seq = ms, 0
+        else:
+            self._seq += 1
+        return f"{self._ms}-{self._seq}"
+
+
+class MemoryBroker(Broker):
+    """Orders messages in this process and keeps the last `capacity` for history."""
+
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._clock = clock
+        self._ids = IdClock(clock)
+        self._log: deque[Entry] = deque(maxlen=capacity)
+
+    def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
+        entry = Entry.from_tail(self._ids.next(), priority, tail, ts, cls)
+        self._log.append(entry)
+        if self._deliver is not None:
+            self._deliver(entry)
+
+    async def recent(self, count: int, max_age: float) -> list[Entry]:
+        if count <= 0:
+            return []
+        oldest = self._clock() - max_age
+        fresh = [e for e in self._log if e.ts >= oldest]
+        return fresh[-count:]
+
+    async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
+        key = parse_id(cursor)
+        if key is None or limit <= 0:
+            return []
+        oldest = self._clock() - max_age
+        missed = [e for e in self._log if e.key > key and e.ts >= oldest]
+        return missed[-limit:]

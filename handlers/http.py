@@ -1,0 +1,65 @@
+"""Plain HTTP endpoints: the browser client, health and metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+
+from core.metrics import CONTENT_TYPE
+
+# The client loads only its own script and style, and talks only to this server.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class IndexHandler(tornado.web.RequestHandler):
+    """`/`: the browser client, with a strict Content-Security-Policy."""
+
+    def initialize(self, path: str) -> None:
+        self.path = path
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Cache-Control", "no-cache")
+        with open(self.path, "rb") as f:
+            self.write(f.read())
+
+
+class StaticHandler(tornado.web.StaticFileHandler):
+    """`/static/...`: the client's script and style."""
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-cache")
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """`/healthz`: 200 while the instance can serve, 503 while it drains."""
+
+    def initialize(self, server: Any) -> None:
+        self.server = server
+
+    def get(self) -> None:
+        health = self.server.health()
+        self.set_status(503 if health["status"] == "draining" else 200)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps(health))
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """`/metrics`: Prometheus text format."""
+
+    def initialize(self, server: Any) -> None:
+        self.server = server
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.write(self.server.metrics.render())

@@ -1,0 +1,49 @@
+"""State sharing: broadcasts reach the clients of every instance through Redis pub/sub.
+
+With the redis backend this plugin replaces the hub's local broker with the Redis one:
+one subscription per instance, messages ordered by Redis, each delivered exactly once
+to every client everywhere. With the memory backend there is nobody to share with and
+broadcasts stay on this instance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.broker import Broker
+from core.schema import setting
+from plugins.hooks import Plugin
+
+
+@dataclass(frozen=True)
+class PubSubSettings:
+    """`plugins.pubsub`."""
+
+    enabled: bool = True
+    channel: str = setting("broadcast", non_empty=True)
+
+
+class PubSubPlugin(Plugin):
+    """Connects the hub to the other instances through the store's broker."""
+
+    name = "pubsub"
+    Settings = PubSubSettings
+
+    def __init__(self, settings: PubSubSettings, services) -> None:
+        super().__init__(settings, services)
+        self._broker: Broker | None = None
+
+    async def on_startup(self) -> None:
+        """Subscribe, and route the hub's publishing through the shared broker."""
+        broker = self.services.stores.shared_broker(self.settings.channel)
+        if broker is None:
+            self.log.info("memory store: broadcasts stay on this instance")
+            return
+        self._broker = broker
+        self.services.hub.use_broker(broker)
+        await broker.start()
+
+    async def on_shutdown(self) -> None:
+        """Unsubscribe."""
+        if self._broker is not None:
+            await self._broker.stop()

@@ -1,0 +1,87 @@
+"""Session management: a session per client, resumable with its secret token.
+
+`?session=TOKEN` on the WebSocket URL resumes the session: same client_id, same
+counters. An unknown or expired token silently starts a new session. The TTL is
+refreshed on connect, on every message, on close, and periodically while connected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tornado.ioloop import PeriodicCallback
+
+from core.connection import Connection
+from core.message import Message
+from core.schema import setting
+from plugins.hooks import Plugin
+
+# How often connected sessions' TTLs are refreshed, at most.
+REFRESH_EVERY = 60.0
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """`plugins.sessions`."""
+
+    enabled: bool = True
+    ttl: float = setting(3600.0, gt=0)
+
+
+class SessionsPlugin(Plugin):
+    """Gives each connection a stored session, new or resumed."""
+
+    name = "sessions"
+    Settings = SessionSettings
+
+    def __init__(self, settings: SessionSettings, services) -> None:
+        super().__init__(settings, services)
+        self._connected: dict[Connection, None] = {}
+        self._refresher: PeriodicCallback | None = None
+
+    async def on_startup(self) -> None:
+        """Start refreshing the TTLs of connected sessions."""
+        every = min(REFRESH_EVERY, self.settings.ttl / 3)
+        self._refresher = PeriodicCallback(self._refresh, every * 1000)
+        self._refresher.start()
+
+    async def on_connect(self, conn: Connection) -> None:
+        """Resume the session named by `?session=`, or create one."""
+        store = self.services.stores.sessions
+        ttl = self.settings.ttl
+        session = None
+        if conn.requested_session:
+            session = await store.resume(conn.requested_session, ttl)
+        if session is not None:
+            conn.client_id = session.client_id
+            conn.session = session.token
+            conn.resumed = True
+        else:
+            session = await store.create(conn.session, conn.client_id, ttl)
+        conn.record = session
+        conn.welcome["messages"] = session.message_count
+        self._connected[conn] = None
+
+    def on_message(self, conn: Connection, message: Message) -> None:
+        """Count the message in the session (without waiting for the store)."""
+        self.services.stores.sessions.record_message(
+            conn.session, int(message.ts * 1000), self.settings.ttl
+        )
+
+    async def on_close(self, conn: Connection) -> None:
+        """Remember when the client left and the last message it was sent."""
+        if conn in self._connected:
+            del self._connected[conn]
+            await self.services.stores.sessions.leave(
+                conn.session, self.services.hub.last_id, self.settings.ttl
+            )
+
+    async def on_shutdown(self) -> None:
+        """Stop the TTL refresher."""
+        if self._refresher is not None:
+            self._refresher.stop()
+
+    async def _refresh(self) -> None:
+        tokens = [conn.session for conn in self._connected]
+        if tokens:
+            await self.services.stores.sessions.refresh(tokens, self.settings.ttl)

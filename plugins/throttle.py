@@ -1,0 +1,48 @@
+"""Connection throttling: at most N connections per client IP.
+
+With the redis backend the count is the sum over every live instance; with memory, this
+instance's. Closing a connection gives its slot back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core import frames
+from core.connection import Connection
+from core.schema import setting
+from plugins.hooks import Plugin, Veto
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    """`plugins.throttle`."""
+
+    enabled: bool = True
+    max_connections_per_ip: int = setting(3, ge=1)
+
+
+class ThrottlePlugin(Plugin):
+    """Refuses the N+1th connection of an IP with `too_many_connections` and 1008."""
+
+    name = "throttle"
+    Settings = ThrottleSettings
+
+    async def on_connect(self, conn: Connection) -> Veto | None:
+        """Take a slot for the client's IP, or refuse the connection."""
+        limit = self.settings.max_connections_per_ip
+        if not await self.services.stores.connections.acquire(conn.ip, limit):
+            return Veto(
+                frames.TOO_MANY_CONNECTIONS,
+                f"too many connections from your address (at most {limit})",
+                frames.CLOSE_POLICY,
+                {"limit": limit},
+            )
+        conn.data[self.name] = conn.ip
+        return None
+
+    def on_close(self, conn: Connection) -> None:
+        """Give the slot back (only if this plugin took one)."""
+        ip = conn.data.pop(self.name, None)
+        if ip is not None:
+            self.services.stores.connections.release(ip)

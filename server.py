@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Run one instance of the real-time messaging server.
+
+    python server.py --config config.yaml [--host H] [--port N] [--instance-id ID]
+                     [--redis-url URL]
+
+Flags override the file. A configuration mistake ends the process before it listens,
+with exit status 2 and one line naming the file and the key. SIGTERM / SIGINT close
+every client with 1001 and exit 0; SIGHUP reloads config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from core.config import Settings, load_settings
+from core.instance import Instance
+from core.logs import configure_logging
+from core.schema import ConfigError
+from plugins import REGISTRY
+
+log = logging.getLogger("server")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Real-time WebSocket messaging server on Tornado and Redis."
+    )
+    parser.add_argument("--config", required=True, metavar="PATH", help="config.yaml to load")
+    parser.add_argument("--host", help="address to listen on (overrides server.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    parser.add_argument("--instance-id", help="this instance's name (overrides server.instance_id)")
+    parser.add_argument("--redis-url", help="Redis to use (overrides store.redis_url)")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        args.config,
+        REGISTRY,
+        {
+            "server.host": args.host,
+            "server.port": args.port,
+            "server.instance_id": args.instance_id,
+            "store.redis_url": args.redis_url,
+        },
+    )
+
+
+async def serve(settings: Settings) -> int:
+    instance = Instance(settings, REGISTRY)
+    try:
+        await instance.start()
+    except OSError as error:
+        log.error(
+            "cannot listen on %s:%s: %s",
+            settings.server.host,
+            settings.server.port,
+            error.strerror or error,
+        )
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await instance.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.logging)
+    try:
+        return asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
