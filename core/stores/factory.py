@@ -10,14 +10,32 @@ from core.broker import Broker
 from core.config import StoreSettings
 from core.metrics import Metrics
 from core.stores.broker_memory import MemoryBroker
+from core.stores.broker_redis import RedisBroker
 from core.stores.connections import ConnectionCounter
 from core.stores.connections_memory import MemoryConnectionCounter
+from core.stores.connections_redis import RedisConnectionCounter
+from core.stores.keys import Keys
 from core.stores.ratelimit import RateLimiter
 from core.stores.ratelimit_memory import MemoryRateLimiter
+from core.stores.ratelimit_redis import RedisRateLimiter
+from core.stores.redis_link import RedisLink, redact
 from core.stores.sessions import SessionStore
 from core.stores.sessions_memory import MemorySessionStore
+from core.stores.sessions_redis import RedisSessionStore
 
 log = logging.getLogger("store")
+
+SCRIPTS = (
+    "publish",
+    "ratelimit",
+    "connection_acquire",
+    "connection_release",
+    "instance_sync",
+    "instance_alive",
+    "session_resume",
+    "session_message",
+    "session_leave",
+)
 
 
 @dataclass(frozen=True)
@@ -65,10 +83,60 @@ def memory_stores(log_policy: LogPolicy) -> Stores:
     )
 
 
+class RedisStores(Stores):
+    """The redis backend: shared state, with per-instance fallbacks while Redis is down."""
+
+    def __init__(
+        self,
+        link: RedisLink,
+        keys: Keys,
+        log_policy: LogPolicy,
+        instance_id: str,
+    ) -> None:
+        self.link = link
+        self.keys = keys
+        self.connection_counter = RedisConnectionCounter(link, keys, instance_id)
+        super().__init__(
+            backend="redis",
+            sessions=RedisSessionStore(link, keys, MemorySessionStore(time.time), time.time),
+            rate_limiter=RedisRateLimiter(link, keys, MemoryRateLimiter(time.monotonic)),
+            connections=self.connection_counter,
+            log_policy=log_policy,
+        )
+
+    def shared_broker(self, channel: str) -> Broker | None:
+        return RedisBroker(self.link, self.keys, channel, self.log_policy.size, self.log_policy.ttl)
+
+    @property
+    def redis_state(self) -> str | None:
+        return self.link.state
+
+    async def close(self) -> None:
+        await self.connection_counter.close()
+        await self.link.close()
+
+
 async def open_stores(
     settings: StoreSettings, log_policy: LogPolicy, instance_id: str, metrics: Metrics
 ) -> Stores:
-    """The stores for `settings.backend`."""
+    """The stores for `settings.backend`; `auto` picks redis if it answers now."""
     if settings.backend == "memory":
         return memory_stores(log_policy)
-    raise NotImplementedError("the redis backend is not built yet")
+    link = RedisLink(settings.redis_url, metrics, SCRIPTS)
+    where = redact(settings.redis_url)
+    if await link.connect():
+        log.info("using Redis at %s", where)
+    elif settings.backend == "auto":
+        await link.close()
+        log.warning(
+            "Redis at %s does not answer: using the memory store (limits per instance, "
+            "no sharing between instances)",
+            where,
+        )
+        return memory_stores(log_policy)
+    else:
+        log.warning("Redis at %s does not answer: starting degraded, reconnecting", where)
+    stores = RedisStores(link, Keys(settings.key_prefix), log_policy, instance_id)
+    link.start()
+    await stores.connection_counter.start()
+    return stores

@@ -1,0 +1,38 @@
+"""Every Redis key and channel name the server uses, in one place.
+
+`{prefix}` is `store.key_prefix` ("ws:" by default).
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def session(self, token: str) -> str:
+        """Hash of one session: clientId, messageCount, lastMessageTimestamp (ms),
+        createdAt (ms), lastSeen (ms), lastMessageId."""
+        return f"{self.prefix}session:{token}"
+
+    def ratelimit(self, client_id: str) -> str:
+        """Hash of one session's token bucket: tokens, ts."""
+        return f"{self.prefix}ratelimit:{client_id}"
+
+    def instances(self) -> str:
+        """Sorted set of live instances, scored by when they stop counting (ms)."""
+        return f"{self.prefix}instances"
+
+    def connections(self, instance_id: str) -> str:
+        """Hash of one instance's connection count per client IP."""
+        return f"{self.prefix}connections:{instance_id}"
+
+    def channel(self, name: str) -> str:
+        """Pub/sub channel of broadcasts."""
+        return f"{self.prefix}{name}"
+
+    def history(self, name: str) -> str:
+        """Stream of recent broadcasts on channel `name` (history and gap recovery)."""
+        return f"{self.prefix}history:{name}"

@@ -1,0 +1,28 @@
+"""Token buckets in Redis: one atomic Lua call per check, shared by all instances."""
+
+from __future__ import annotations
+
+from core.stores.keys import Keys
+from core.stores.ratelimit import RateLimiter
+from core.stores.ratelimit_memory import MemoryRateLimiter
+from core.stores.redis_link import LinkDown, RedisLink
+
+
+class RedisRateLimiter(RateLimiter):
+    """Buckets shared across instances; per-instance buckets while Redis is down."""
+
+    def __init__(self, link: RedisLink, keys: Keys, fallback: MemoryRateLimiter) -> None:
+        self.link = link
+        self.keys = keys
+        self.fallback = fallback
+
+    async def take(self, key: str, rate: float, burst: int) -> float:
+        if self.link.up:
+            try:
+                reply = await self.link.script(
+                    "ratelimit", [self.keys.ratelimit(key)], [rate, burst]
+                )
+                return float(reply)
+            except LinkDown:
+                pass
+        return self.fallback.take_now(key, rate, burst)

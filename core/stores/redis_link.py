@@ -1,0 +1,305 @@
+"""The instance's link to Redis: one command connection, auto-pipelined, and its health.
+
+Every command issued during one IOLoop iteration goes out in a single write and its
+replies are read back in order, on one connection: commands of this instance reach
+Redis in the order they were issued (a sender's messages stay in order) and a burst
+costs one round trip. While Redis is unreachable, calls fail at once with `LinkDown`
+(callers fall back to their memory twin) and a background task reconnects with jittered
+exponential backoff, then tells the listeners registered with `on_up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from core.metrics import Metrics
+
+log = logging.getLogger("redis")
+
+LUA_DIR = Path(__file__).with_name("lua")
+COMMAND_TIMEOUT = 2.0  # seconds before a silent Redis counts as down
+MONITOR_EVERY = 1.0  # seconds between health PINGs
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+
+class LinkDown(Exception):
+    """Redis is not reachable right now; use the fallback."""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script from core/stores/lua, called by its SHA1."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        source = (LUA_DIR / f"{name}.lua").read_text()
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+class RedisLink:
+    """The command connection to Redis, its auto-pipeline, and its up/down state."""
+
+    def __init__(self, url: str, metrics: Metrics, scripts: Sequence[str] = ()) -> None:
+        self.url = url
+        self.metrics = metrics
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=COMMAND_TIMEOUT,
+            # RESP2: pub/sub messages arrive as plain replies, in order, on our read.
+            protocol=2,
+        )
+        self._conn: AbstractConnection | None = None
+        self.scripts = {name: Script.load(name) for name in scripts}
+        self.up = False
+        self._up_event = asyncio.Event()
+        self._queue: list[tuple[tuple, asyncio.Future]] = []
+        self._draining = False
+        self._on_up: list[Callable[[], Awaitable[None]]] = []
+        self._on_down: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._monitor_task: asyncio.Task | None = None
+        self._reconnect_task: asyncio.Task | None = None
+        self._closed = False
+
+    @property
+    def state(self) -> str:
+        return "up" if self.up else "down"
+
+    def new_connection(self) -> AbstractConnection:
+        """A separate connection (the subscriber's) with the same settings."""
+        return self._pool.make_connection()
+
+    def on_up(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Run `listener` each time the link comes back after an outage."""
+        self._on_up.append(listener)
+
+    def on_down(self, listener: Callable[[], None]) -> None:
+        self._on_down.append(listener)
+
+    async def wait_up(self) -> None:
+        await self._up_event.wait()
+
+    # -- connecting -----------------------------------------------------------------
+
+    async def connect(self) -> bool:
+        """Try once to connect; True if Redis answered."""
+        try:
+            conn = self._pool.make_connection()
+            await conn.connect()
+            await self._roundtrip(conn, [("PING",)])
+            await self._load_scripts(conn)
+        except (RedisError, OSError, LinkDown) as error:
+            log.debug("connect failed: %s", error)
+            return False
+        self._conn = conn
+        self._set_up(True)
+        return True
+
+    def start(self) -> None:
+        """Watch the link: periodic PINGs while up, reconnection while down."""
+        self._monitor_task = asyncio.ensure_future(self._monitor())
+        if not self.up:
+            self._start_reconnecting()
+
+    def _start_reconnecting(self) -> None:
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.ensure_future(self._reconnect())
+
+    async def _load_scripts(self, conn: AbstractConnection) -> None:
+        if self.scripts:
+            await self._roundtrip(
+                conn, [("SCRIPT", "LOAD", s.source) for s in self.scripts.values()]
+            )
+
+    @staticmethod
+    async def _roundtrip(conn: AbstractConnection, commands: list[tuple]) -> list[Any]:
+        """Send `commands` in one write and read their replies (one deadline for all)."""
+        replies: list[Any] = []
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(timeout=math.inf))
+                    except ResponseError as error:
+                        replies.append(error)
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise LinkDown(f"no reply within {COMMAND_TIMEOUT:g}s") from None
+        return replies
+
+    def _set_up(self, up: bool) -> None:
+        was = self.up
+        self.up = up
+        self.metrics.redis_up.set(1 if up else 0)
+        if up:
+            self._up_event.set()
+        else:
+            self._up_event.clear()
+        if was and not up:
+            for listener in self._on_down:
+                listener()
+
+    def mark_down(self, error: BaseException | str) -> None:
+        """Redis failed us: fall back, and reconnect in the background."""
+        if not self.up or self._closed:
+            return
+        log.warning(
+            "Redis at %s is down (%s); falling back to this instance", redact(self.url), error
+        )
+        self._set_up(False)
+        if self._conn is not None:
+            self._spawn(self._conn.disconnect())
+            self._conn = None
+        self._start_reconnecting()
+
+    async def _reconnect(self) -> None:
+        delay = BACKOFF_FIRST
+        while not self._closed and not self.up:
+            if await self.connect():
+                self.metrics.redis_reconnects.inc()
+                log.warning("Redis at %s is back", redact(self.url))
+                for listener in self._on_up:
+                    try:
+                        await listener()
+                    except Exception:
+                        log.exception("re-synchronising after Redis came back failed")
+                return
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(BACKOFF_MAX, delay * 2)
+
+    async def _monitor(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(MONITOR_EVERY)
+            if self.up:
+                try:
+                    await self.call("PING")
+                except LinkDown:
+                    pass  # mark_down already ran
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- commands -------------------------------------------------------------------
+
+    def call(self, *args: Any) -> asyncio.Future:
+        """Queue one command for this loop turn's pipeline; a Future of its reply.
+
+        The Future fails with LinkDown if Redis is unreachable, or with the Redis
+        error for that command alone.
+        """
+        future = asyncio.get_running_loop().create_future()
+        if not self.up:
+            future.set_exception(LinkDown("Redis is down"))
+            return future
+        self._queue.append((args, future))
+        if not self._draining:
+            self._draining = True
+            self._spawn(self._drain())
+        return future
+
+    def fire(self, *args: Any) -> None:
+        """`call` without waiting for the reply; a failure only marks the link down."""
+        if self.up:
+            self.call(*args).add_done_callback(_ignore_result)
+
+    def fire_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        if self.up:
+            self.script(name, keys, args).add_done_callback(_ignore_result)
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
+        """Run a registered Lua script with EVALSHA (reloaded if Redis lost it)."""
+        return self.call("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and self.up:
+                batch, self._queue = self._queue, []
+                await self._send(batch)
+        finally:
+            self._draining = False
+            if self._queue:
+                for _, future in self._queue:
+                    if not future.done():
+                        future.set_exception(LinkDown("Redis is down"))
+                self._queue = []
+
+    async def _send(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        conn = self._conn
+        try:
+            if conn is None:
+                raise LinkDown("no connection")
+            replies = await self._roundtrip(conn, [args for args, _ in batch])
+            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if missing:
+                # Redis restarted or flushed its scripts: load them and retry those.
+                await self._load_scripts(conn)
+                again = await self._roundtrip(conn, [batch[i][0] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except (RedisError, OSError, LinkDown) as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(LinkDown(str(error)))
+            self.mark_down(error)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    # -- closing --------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._monitor_task, self._reconnect_task):
+            if task is not None:
+                task.cancel()
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+        self._set_up(False)
+        await self._pool.disconnect()
+
+
+def _ignore_result(future: asyncio.Future) -> None:
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None and not isinstance(error, LinkDown):
+        log.warning("fire-and-forget Redis command failed: %s", error)

@@ -1,0 +1,110 @@
+"""Sessions as Redis hashes (`{prefix}session:{token}`), resumable on any instance.
+
+While Redis is down, new sessions live in the memory fallback of this instance (and can
+be resumed here); sessions stored in Redis become resumable again when it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from core.stores.keys import Keys
+from core.stores.redis_link import LinkDown, RedisLink
+from core.stores.sessions import Session, SessionStore
+from core.stores.sessions_memory import MemorySessionStore
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def session_from_hash(token: str, fields: dict[bytes, bytes]) -> Session | None:
+    """A Session from the hash's fields; None if it lacks a clientId."""
+    get = fields.get
+    client_id = get(b"clientId")
+    if not client_id:
+        return None
+    last_id = get(b"lastMessageId")
+    return Session(
+        token=token,
+        client_id=client_id.decode(),
+        message_count=int(get(b"messageCount", 0)),
+        last_message_ts=int(get(b"lastMessageTimestamp", 0)),
+        created_at=int(get(b"createdAt", 0)) / 1000,
+        last_seen=int(get(b"lastSeen", 0)) / 1000,
+        last_message_id=last_id.decode() if last_id else None,
+    )
+
+
+class RedisSessionStore(SessionStore):
+    """Shared sessions; this instance's memory while Redis is down."""
+
+    def __init__(
+        self,
+        link: RedisLink,
+        keys: Keys,
+        fallback: MemorySessionStore,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.link = link
+        self.keys = keys
+        self.fallback = fallback
+        self.wall = wall
+
+    async def create(self, token: str, client_id: str, ttl: float) -> Session:
+        now = self.wall()
+        if self.link.up:
+            key = self.keys.session(token)
+            try:
+                await self.link.call(
+                    "HSET", key,
+                    "clientId", client_id,
+                    "messageCount", 0,
+                    "lastMessageTimestamp", 0,
+                    "createdAt", _ms(now),
+                    "lastSeen", _ms(now),
+                )  # fmt: skip
+                self.link.fire("PEXPIRE", key, _ms(ttl))
+                return Session(token, client_id, created_at=now, last_seen=now)
+            except LinkDown:
+                pass
+        return await self.fallback.create(token, client_id, ttl)
+
+    async def resume(self, token: str, ttl: float) -> Session | None:
+        if self.link.up:
+            try:
+                reply = await self.link.script(
+                    "session_resume", [self.keys.session(token)], [_ms(ttl), _ms(self.wall())]
+                )
+            except LinkDown:
+                reply = None
+            if reply:
+                fields = dict(zip(reply[::2], reply[1::2], strict=True))
+                session = session_from_hash(token, fields)
+                if session is not None:
+                    return session
+        return await self.fallback.resume(token, ttl)
+
+    def record_message(self, token: str, ts_ms: int, ttl: float) -> None:
+        if self.link.up:
+            self.link.fire_script("session_message", [self.keys.session(token)], [_ms(ttl), ts_ms])
+        self.fallback.record_message(token, ts_ms, ttl)
+
+    async def leave(self, token: str, last_message_id: str | None, ttl: float) -> None:
+        if self.link.up:
+            try:
+                await self.link.script(
+                    "session_leave",
+                    [self.keys.session(token)],
+                    [_ms(ttl), _ms(self.wall()), last_message_id or ""],
+                )
+            except LinkDown:
+                pass
+        await self.fallback.leave(token, last_message_id, ttl)
+
+    async def refresh(self, tokens: list[str], ttl: float) -> None:
+        if self.link.up:
+            for token in tokens:
+                self.link.fire("PEXPIRE", self.keys.session(token), _ms(ttl))
+        await self.fallback.refresh(tokens, ttl)
