@@ -1,0 +1,1 @@
+"""Test support: real redis-server processes, server processes and WebSocket clients."""
