@@ -43,6 +43,7 @@ class PluginChain:
         self._close = self._hooks("on_close")[::-1]
         self._shutdown = self._hooks("on_shutdown")[::-1]
         self._position = {p: i for i, p in enumerate(self.plugins)}
+        self._started: list[Plugin] = []
 
     def _hooks(self, name: str) -> list[Hook]:
         hooks = []
@@ -66,8 +67,15 @@ class PluginChain:
             self._metrics.hook_errors.labels(plugin.name, hook).inc()
 
     async def startup(self) -> None:
-        """Run every on_startup in order; the first failure propagates (start-up stops)."""
-        for _plugin, hook, is_async in self._startup:
+        """Run every on_startup in order; the first failure propagates (start-up stops).
+
+        Only plugins whose on_startup ran (the failing one included: it may have
+        half-started) get on_shutdown afterwards.
+        """
+        starting = {p for p, _, _ in self._startup}
+        self._started = [p for p in self.plugins if p not in starting]
+        for plugin, hook, is_async in self._startup:
+            self._started.append(plugin)
             result = hook()
             if is_async:
                 await result
@@ -128,7 +136,10 @@ class PluginChain:
                 self._failed(plugin, "on_close", conn)
 
     async def shutdown(self) -> None:
+        started = set(self._started)
         for plugin, hook, is_async in self._shutdown:
+            if plugin not in started:
+                continue
             try:
                 result = hook()
                 if is_async:

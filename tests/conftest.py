@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -50,11 +50,15 @@ def servers(io_loop) -> Iterator[Callable[..., Awaitable[Instance]]]:
     """Start in-process instances: `await servers({...config changes...})`."""
     started: list[Instance] = []
 
-    async def start(changes: dict | None = None, instance_id: str | None = None) -> Instance:
+    async def start(
+        changes: dict | None = None,
+        instance_id: str | None = None,
+        registry: Mapping[str, type] = REGISTRY,
+    ) -> Instance:
         changes = dict(changes or {})
         if instance_id:
             changes = test_config.merge(changes, {"server": {"instance_id": instance_id}})
-        instance = Instance(test_config.settings(changes), REGISTRY)
+        instance = Instance(test_config.settings(changes, registry), registry)
         await instance.start()
         started.append(instance)
         return instance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from core.config import Settings, parse_settings
@@ -44,5 +45,5 @@ def merge(base: dict, changes: dict) -> dict:
     return out
 
 
-def settings(changes: dict | None = None) -> Settings:
-    return parse_settings(merge(baseline(), changes or {}), REGISTRY, "test.yaml")
+def settings(changes: dict | None = None, registry: Mapping[str, type] = REGISTRY) -> Settings:
+    return parse_settings(merge(baseline(), changes or {}), registry, "test.yaml")

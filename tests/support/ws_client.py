@@ -24,6 +24,16 @@ class WsClient:
         self.url = url
         self.received: list[dict] = []
         self.welcome: dict | None = None
+        # One reader drains the socket into a queue, so a timed-out wait loses nothing.
+        self._frames: asyncio.Queue[str | None] = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read_forever())
+
+    async def _read_forever(self) -> None:
+        while True:
+            raw = await self.ws.read_message()
+            await self._frames.put(raw)
+            if raw is None:
+                return
 
     @classmethod
     async def connect(
@@ -75,7 +85,9 @@ class WsClient:
         return await self._recv_within(scaled(timeout))
 
     async def _recv_within(self, seconds: float) -> dict:
-        raw = await asyncio.wait_for(self.ws.read_message(), seconds)
+        raw = await asyncio.wait_for(self._frames.get(), seconds)
+        if raw is None:
+            self._frames.put_nowait(None)  # stay closed for later reads
         if raw is None:
             raise Closed(f"closed with {self.close_code} {self.ws.close_reason!r}")
         frame = json.loads(raw)
