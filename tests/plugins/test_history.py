@@ -1,0 +1,122 @@
+"""History: late joiners get recent messages, resumed sessions what they missed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.broker import Entry
+from core.stores.broker_memory import IdClock, MemoryBroker
+from tests.support.ws_client import WsClient
+
+REPLAY_3 = {"plugins": {"history": {"size": 10, "replay": 3, "ttl": 300}}}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def send_all(client: WsClient, contents: list[str]) -> None:
+    for c in contents:
+        await client.send("normal", c)
+    await client.messages(len(contents))
+
+
+async def gone(server) -> None:
+    for _ in range(200):
+        if len(server.hub) == 1:
+            await asyncio.sleep(0.02)
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_new_session_gets_the_last_replay_messages_marked_as_history(servers):
+    server = await servers(REPLAY_3)
+    sender = await WsClient.connect(server.port)
+    await send_all(sender, ["1", "2", "3", "4", "5"])
+    late = await WsClient.connect(server.port)
+    history = [await late.recv() for _ in range(3)]
+    assert [h["content"] for h in history] == ["3", "4", "5"]
+    assert all(h["type"] == "message" and h["history"] is True for h in history)
+    await sender.send("normal", "live")
+    live = await late.recv()
+    assert live["content"] == "live" and "history" not in live
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_resumed_session_gets_exactly_what_it_missed_before_new_messages(servers):
+    server = await servers(REPLAY_3)
+    sender = await WsClient.connect(server.port)
+    away = await WsClient.connect(server.port)
+    await send_all(sender, ["seen1", "seen2"])
+    await away.messages(2)
+    away.close()
+    await gone(server)
+    await send_all(sender, ["missed1", "missed2", "missed3", "missed4"])
+    back = await WsClient.connect(server.port, session=away.session)
+    assert back.welcome["resumed"] is True
+    await sender.send("normal", "new")
+    frames = await back.messages(5)
+    assert [f["content"] for f in frames] == ["missed1", "missed2", "missed3", "missed4", "new"]
+    assert [f.get("history", False) for f in frames] == [True] * 4 + [False]
+    await back.nothing_for(0.2)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_client_can_say_where_it_stopped_reading(servers):
+    server = await servers(REPLAY_3)
+    sender = await WsClient.connect(server.port)
+    await send_all(sender, ["a", "b", "c"])
+    reader = await WsClient.connect(server.port)
+    seen = await reader.messages(3)  # replayed as history: a b c
+    reader.close()
+    await gone(server)
+    back = await WsClient.connect(server.port, session=reader.session, since=seen[0]["id"])
+    replayed = await back.messages(2)
+    assert [f["content"] for f in replayed] == ["b", "c"]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_without_the_plugin_nothing_is_replayed(servers):
+    server = await servers({"plugins": {"history": {"enabled": False}}})
+    sender = await WsClient.connect(server.port)
+    await send_all(sender, ["x"])
+    late = await WsClient.connect(server.port)
+    await late.nothing_for(0.3)
+
+
+@pytest.mark.gen_test
+async def test_memory_broker_replays_by_count_age_and_cursor():
+    clock = FakeClock()
+    broker = MemoryBroker(capacity=5, clock=clock)
+    delivered: list[Entry] = []
+    broker.attach(delivered.append)
+    for i in range(7):
+        broker.publish(5, f'"n":{i}}}'.encode(), clock.now, "normal")
+        clock.now += 10
+    assert len(delivered) == 7
+    recent = await broker.recent(3, max_age=1000)
+    assert [e.id for e in recent] == [e.id for e in delivered[4:]]
+    assert await broker.recent(10, max_age=25) == delivered[-2:]  # older ones aged out
+    assert await broker.since(delivered[3].id, 10, max_age=1000) == delivered[4:]
+    assert await broker.since(delivered[0].id, 10, max_age=1000) == delivered[2:]  # capped
+    assert await broker.since("garbage", 10, max_age=1000) == []
+
+
+def test_ids_increase_even_when_the_clock_steps_back():
+    clock = FakeClock()
+    ids = IdClock(clock)
+    first = ids.next()
+    clock.now -= 5
+    second = ids.next()
+    clock.now += 10
+    third = ids.next()
+    keys = [tuple(map(int, i.split("-"))) for i in (first, second, third)]
+    assert keys == sorted(keys) and len(set(keys)) == 3

@@ -1,0 +1,116 @@
+"""Rate limiting: a token bucket per session; over-limit messages get `rate_limited`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.stores.ratelimit import take_token
+from core.stores.ratelimit_memory import MemoryRateLimiter
+from tests.support.ws_client import WsClient
+
+FIVE_PER_SECOND = {
+    "plugins": {"ratelimit": {"max_messages_per_second": 5, "burst": 5}},
+}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_bucket_allows_a_burst_then_refuses_with_the_wait():
+    tokens, last = 5.0, 0.0
+    for _ in range(5):
+        tokens, retry = take_token(tokens, last, 0.0, rate=5, burst=5)
+        assert retry == 0.0
+    tokens, retry = take_token(tokens, last, 0.0, rate=5, burst=5)
+    assert retry == pytest.approx(0.2)  # one token every 1/5 s
+    assert tokens == pytest.approx(0.0)
+
+
+def test_the_bucket_refills_at_the_rate_up_to_the_burst():
+    tokens, retry = take_token(0.0, 0.0, 0.1, rate=5, burst=5)
+    assert retry == pytest.approx(0.1)  # half a token after 0.1 s: wait the other half
+    tokens, retry = take_token(0.0, 0.0, 100.0, rate=5, burst=5)
+    assert retry == 0.0 and tokens == pytest.approx(4.0)  # capped at the burst, minus one
+
+
+def test_a_clock_going_backwards_does_not_mint_tokens():
+    tokens, retry = take_token(0.0, 10.0, 5.0, rate=5, burst=5)
+    assert retry > 0 and tokens == 0.0
+
+
+def test_memory_limiter_keeps_one_bucket_per_key_with_an_injected_clock():
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    assert [limiter.take_now("a", 2, 2) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
+    assert limiter.take_now("b", 2, 2) == 0.0  # another session is not affected
+    clock.now += 0.5
+    assert limiter.take_now("a", 2, 2) == 0.0
+
+
+def test_memory_limiter_forgets_buckets_that_refilled():
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    for i in range(5000):
+        limiter.take_now(f"k{i}", 10, 10)
+    clock.now += 10
+    limiter.take_now("trigger", 10, 10)
+    for i in range(5000):  # the sweep runs when the table is large
+        limiter.take_now(f"again{i}", 10, 10)
+    assert len(limiter) < 6000
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_burst_over_the_limit_is_dropped_with_retry_after_and_the_connection_stays(
+    servers,
+):
+    server = await servers(FIVE_PER_SECOND)
+    sender = await WsClient.connect(server.port)
+    watcher = await WsClient.connect(server.port)
+    for i in range(8):
+        await sender.send("normal", f"m{i}")
+    errors, delivered = [], []
+    while len(errors) + len(delivered) < 8:
+        frame = await sender.recv()
+        if frame["type"] == "error":
+            errors.append(frame)
+        elif frame["type"] == "message":
+            delivered.append(frame["content"])
+    assert delivered == ["m0", "m1", "m2", "m3", "m4"]
+    assert [e["code"] for e in errors] == ["rate_limited"] * 3
+    assert all(0 < e["retry_after"] <= 0.2 + 1e-6 for e in errors)
+    assert [m["content"] for m in await watcher.messages(5)] == delivered
+    await watcher.nothing_for(0.2)
+    # After waiting retry_after, the next message goes through on the same connection.
+    await asyncio.sleep(errors[-1]["retry_after"] + 0.05)
+    await sender.send("normal", "later")
+    assert (await watcher.recv_type("message"))["content"] == "later"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_reconnecting_with_the_session_does_not_refill_the_bucket(servers):
+    server = await servers(FIVE_PER_SECOND)
+    first = await WsClient.connect(server.port)
+    for i in range(5):
+        await first.send("normal", f"m{i}")
+    await first.messages(5)
+    first.close()
+    again = await WsClient.connect(server.port, session=first.session)
+    assert again.welcome["resumed"] is True
+    await again.send("normal", "one more")
+    assert (await again.recv_type("error"))["code"] == "rate_limited"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_without_the_plugin_nothing_is_rate_limited(servers):
+    server = await servers({"plugins": {"ratelimit": {"enabled": False}}})
+    client = await WsClient.connect(server.port)
+    for i in range(50):
+        await client.send("normal", str(i))
+    assert len(await client.messages(50)) == 50
