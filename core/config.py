@@ -7,16 +7,20 @@ the plugins.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import socket
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from core.schema import ConfigError, build, describe, join, setting, unknown_key
+from core.schema import ConfigError, build, describe, join, join_key, setting, unknown_key
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class ServerSettings:
                     f"expected an IP address or network, got {describe(proxy)}",
                 ) from None
         for i, origin in enumerate(self.allowed_origins):
-            if origin != "*" and "://" not in origin:
+            if not _is_origin(origin):
                 raise ConfigError(
                     join(join(path, "allowed_origins"), i),
                     f"expected an origin like 'https://example.com' or '*', got {describe(origin)}",
@@ -51,6 +55,25 @@ class ServerSettings:
         return self.instance_id or f"{socket.gethostname()}:{self.port}"
 
 
+def _is_origin(text: str) -> bool:
+    """'*', or scheme://host[:port] as a browser sends it in its Origin header (a path,
+    query or user name would never match one)."""
+    if text == "*":
+        return True
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        bool(parts.scheme and parts.hostname)
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+        and "@" not in parts.netloc
+    )
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """The `store:` block: where shared state lives."""
@@ -58,6 +81,8 @@ class StoreSettings:
     backend: Literal["memory", "redis", "auto"] = "auto"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "ws:"
+    # Seconds an instance's connection counts outlive it if it dies without cleaning up.
+    instance_ttl: float = setting(30.0, ge=1, le=60)
 
     def check(self, path: str) -> None:
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -126,15 +151,19 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         if key not in known:
             raise unknown_key("", key, known)
     sections = {name: build(cls, data.get(name), name) for name, cls in _SECTIONS.items()}
-    plugins_data = data.get("plugins") or {}
+    plugins_data = data.get("plugins")
+    if plugins_data is None:
+        plugins_data = {}
     if not isinstance(plugins_data, dict):
         raise ConfigError("plugins", f"expected a mapping, got {describe(plugins_data)}")
     plugins: dict[str, Any] = {}
     for name, block in plugins_data.items():
-        path = join("plugins", name)
+        path = join_key("plugins", name)
         plugin_cls = registry.get(name)
         if plugin_cls is None:
-            raise ConfigError(path, f"unknown plugin (known: {', '.join(registry)})")
+            close = difflib.get_close_matches(str(name), list(registry), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(registry)}"
+            raise ConfigError(path, f"unknown plugin ({hint})")
         plugins[name] = build(plugin_cls.Settings, block, path)
     return Settings(plugins=types.MappingProxyType(plugins), source=source, **sections)
 
@@ -142,13 +171,20 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
 def load_settings(
     path: str, registry: Mapping[str, type], overrides: Mapping[str, Any] | None = None
 ) -> Settings:
-    """Read, parse and validate `path`. `overrides` maps "section.key" to a value."""
+    """Read, parse and validate `path`. `overrides` maps "section.key" to a value (from
+    the command line); a bad override is reported as coming from the command line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as error:
         raise ConfigError("", f"cannot read the file: {error.strerror}", path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise ConfigError("", f"cannot read the file: not UTF-8 text (line {line})", path) from None
     data = parse_yaml(text, path)
+    applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -162,33 +198,87 @@ def load_settings(
             block = data[section] = {}
         if isinstance(block, dict):
             block[key] = value
-    return parse_settings(data, registry, path)
+            applied.add(dotted)
+    try:
+        return _parse(data, registry, path)
+    except ConfigError as error:
+        problem = error.problem
+        if error.path in applied:
+            problem += " (given on the command line)"
+        raise ConfigError(error.path, problem, path) from None
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                mark = key_node.start_mark
-                raise ConfigError("", f"line {mark.line + 1}: duplicate key {describe(key)}")
-            try:
-                seen.add(key)
-            except TypeError:
-                pass  # unhashable keys are reported by the schema
-        return super().construct_mapping(node, deep=deep)
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose bad scalars (2024-02-30, !!int abc, a 5000-digit number) are
+    YAML errors with a position, like every other mistake in the text."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as error:
+            raise ConstructorError(
+                None, None, f"cannot read this value ({str(error).split(';')[0]})", node.start_mark
+            ) from None
+
+
+def _check_duplicates(loader: _Loader, root: Node) -> None:
+    """Refuse a key written twice in one mapping, instead of silently keeping the last.
+
+    Works on the node graph, before construction, so the error names the key path.
+    Merge keys (<<) are YAML's way to share defaults and are not duplicates."""
+    done: set[int] = set()
+    stack: list[tuple[Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in done:  # an alias seen before (aliases may even be recursive)
+            continue
+        done.add(id(node))
+        if isinstance(node, SequenceNode):
+            stack.extend((item, join(path, i)) for i, item in enumerate(node.value))
+        elif isinstance(node, MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
+                    continue  # complex keys are refused when the mapping is built
+                key = loader.construct_object(key_node, deep=True)
+                where = join_key(path, key)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    lines_text = (
+                        f"lines {lines[key]} and {line}" if lines[key] != line else f"line {line}"
+                    )
+                    raise ConfigError(where, f"duplicate key ({lines_text})")
+                lines[key] = line
+                stack.append((value_node, where))
 
 
 def parse_yaml(text: str, source: str) -> object:
+    """The data of YAML `text`, or a ConfigError naming `source` and where it went wrong."""
+    loader = None
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_duplicates(loader, node)
+        return loader.construct_document(node)
     except ConfigError as error:
         raise error.in_file(source) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow
+            where = f"line {text.count(chr(10), 0, error.position) + 1}: "
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        context = getattr(error, "context", None)
+        if context and problem.startswith("but "):  # "expected X, but found Y"
+            problem = f"{context}, {problem}"
         raise ConfigError("", f"invalid YAML: {where}{problem}", source) from None
+    except RecursionError:
+        raise ConfigError("", "invalid YAML: nested too deeply", source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()

@@ -41,9 +41,17 @@ class ConfigError(Exception):
 
 
 def join(path: str, key: object) -> str:
-    if isinstance(key, int):
+    """The path of list item `key` (an int) or of mapping key `key` under `path`."""
+    if isinstance(key, int) and not isinstance(key, bool):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+    return join_key(path, key)
+
+
+def join_key(path: str, key: object) -> str:
+    """The path of mapping key `key` under `path`, whatever the key's type (YAML keys
+    may be numbers, booleans or null: they are shown as written, not as list indices)."""
+    text = key if isinstance(key, str) else describe(key)
+    return f"{path}.{text}" if path else text
 
 
 def describe(value: object) -> str:
@@ -59,7 +67,11 @@ def describe(value: object) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer with more digits than Python will print
+        return "a very large number"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -99,13 +111,13 @@ def unknown_key(path: str, key: object, known: typing.Iterable[str]) -> ConfigEr
     known = list(known)
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"expected one of: {', '.join(known)}"
-    return ConfigError(join(path, key), f"unknown key ({hint})")
+    return ConfigError(join_key(path, key), f"unknown key ({hint})")
 
 
 def convert(hint: Any, value: object, path: str, meta: typing.Mapping = {}) -> Any:
     """Check `value` against the type `hint` and the constraints in `meta`."""
     result = _convert_type(hint, value, path)
-    _check_constraints(result, path, meta)
+    _check_constraints(result, path, meta, value)
     return result
 
 
@@ -135,17 +147,21 @@ def _convert_type(hint: Any, value: object, path: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, key_type):
-                raise ConfigError(join(path, k), f"expected {_KIND[key_type]} as key")
-            out[k] = _convert_type(value_type, v, join(path, k))
+                raise ConfigError(join_key(path, k), f"expected {_KIND[key_type]} as key")
+            out[k] = _convert_type(value_type, v, join_key(path, k))
         return types.MappingProxyType(out)
     if dataclasses.is_dataclass(hint):
         return build(hint, value, path)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, f"expected a number, got {describe(value)}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
             raise ConfigError(path, f"expected a finite number, got {describe(value)}")
-        return float(value)
+        return number
     if hint in (bool, int, str):
         if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
             raise ConfigError(path, f"expected {_KIND[hint]}, got {describe(value)}")
@@ -153,15 +169,16 @@ def _convert_type(hint: Any, value: object, path: str) -> Any:
     raise TypeError(f"unsupported settings type {hint!r} at {path}")
 
 
-def _check_constraints(value: Any, path: str, meta: typing.Mapping) -> None:
+def _check_constraints(value: Any, path: str, meta: typing.Mapping, written: object) -> None:
+    """Check the converted `value`; errors show the value as `written` (0, not 0.0)."""
     if value is None:
         return
     if "gt" in meta and not value > meta["gt"]:
-        raise ConfigError(path, f"must be greater than {meta['gt']}, got {describe(value)}")
+        raise ConfigError(path, f"must be greater than {meta['gt']}, got {describe(written)}")
     if "ge" in meta and not value >= meta["ge"]:
-        raise ConfigError(path, f"must be at least {meta['ge']}, got {describe(value)}")
+        raise ConfigError(path, f"must be at least {meta['ge']}, got {describe(written)}")
     if "le" in meta and not value <= meta["le"]:
-        raise ConfigError(path, f"must be at most {meta['le']}, got {describe(value)}")
+        raise ConfigError(path, f"must be at most {meta['le']}, got {describe(written)}")
     if meta.get("non_empty") and len(value) == 0:
         raise ConfigError(path, "must not be empty")
 
