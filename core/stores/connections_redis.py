@@ -1,8 +1,9 @@
 """Per-IP connection counts summed over every live instance, in Redis.
 
 Each instance keeps its counts in its own hash and marks itself live in a sorted set
-(refreshed every `ALIVE_EVERY` seconds, expiring after `LIVENESS`), so an instance that
-dies without cleaning up stops counting within `LIVENESS` seconds. The check-and-take is
+(refreshed every third of `liveness`, expiring after `liveness` seconds:
+`store.instance_ttl`), so an instance that dies without cleaning up stops counting
+within `liveness` seconds. The check-and-take is
 one Lua call, so two instances cannot both take the last slot. The local counts are kept
 too: they are the fallback while Redis is down and are written back when it returns.
 """
@@ -19,15 +20,15 @@ from core.stores.redis_link import LinkDown, RedisLink
 
 log = logging.getLogger("store")
 
-LIVENESS = 30.0  # seconds an instance counts without refreshing
-ALIVE_EVERY = 10.0
-
 
 class RedisConnectionCounter(ConnectionCounter):
     """Cluster-wide per-IP counts; this instance's own counts while Redis is down."""
 
-    def __init__(self, link: RedisLink, keys: Keys, instance_id: str) -> None:
+    def __init__(
+        self, link: RedisLink, keys: Keys, instance_id: str, liveness: float = 30.0
+    ) -> None:
         self.link = link
+        self.liveness_ms = int(liveness * 1000)
         self.keys = keys
         self.instance_id = instance_id
         self.local = MemoryConnectionCounter()
@@ -46,7 +47,7 @@ class RedisConnectionCounter(ConnectionCounter):
                 taken = await self.link.script(
                     "connection_acquire",
                     [self.keys.instances(), self._own],
-                    [ip, limit, self.keys.prefix, self.instance_id, int(LIVENESS * 1000)],
+                    [ip, limit, self.keys.prefix, self.instance_id, self.liveness_ms],
                 )
             except LinkDown:
                 return self.local.take(ip, limit)
@@ -71,20 +72,20 @@ class RedisConnectionCounter(ConnectionCounter):
             await self.link.script(
                 "instance_sync",
                 [self.keys.instances(), self._own],
-                [self.instance_id, int(LIVENESS * 1000), *flat],
+                [self.instance_id, self.liveness_ms, *flat],
             )
         except LinkDown:
             pass
 
     async def _keep_alive(self) -> None:
         while True:
-            await asyncio.sleep(ALIVE_EVERY)
+            await asyncio.sleep(self.liveness_ms / 3000)
             if self.link.up:
                 try:
                     await self.link.script(
                         "instance_alive",
                         [self.keys.instances(), self._own],
-                        [self.instance_id, int(LIVENESS * 1000)],
+                        [self.instance_id, self.liveness_ms],
                     )
                 except LinkDown:
                     pass

@@ -92,10 +92,11 @@ class RedisStores(Stores):
         keys: Keys,
         log_policy: LogPolicy,
         instance_id: str,
+        instance_ttl: float,
     ) -> None:
         self.link = link
         self.keys = keys
-        self.connection_counter = RedisConnectionCounter(link, keys, instance_id)
+        self.connection_counter = RedisConnectionCounter(link, keys, instance_id, instance_ttl)
         super().__init__(
             backend="redis",
             sessions=RedisSessionStore(link, keys, MemorySessionStore(time.time), time.time),
@@ -105,7 +106,8 @@ class RedisStores(Stores):
         )
 
     def shared_broker(self, channel: str) -> Broker | None:
-        return RedisBroker(self.link, self.keys, channel, self.log_policy.size, self.log_policy.ttl)
+        policy = self.log_policy
+        return RedisBroker(self.link, self.keys, channel, size=policy.size, ttl=policy.ttl)
 
     @property
     def redis_state(self) -> str | None:
@@ -136,7 +138,9 @@ async def open_stores(
         return memory_stores(log_policy)
     else:
         log.warning("Redis at %s does not answer: starting degraded, reconnecting", where)
-    stores = RedisStores(link, Keys(settings.key_prefix), log_policy, instance_id)
+    stores = RedisStores(
+        link, Keys(settings.key_prefix), log_policy, instance_id, settings.instance_ttl
+    )
     link.start()
     await stores.connection_counter.start()
     return stores

@@ -1,0 +1,157 @@
+"""Real server processes around a Redis that dies, returns, or drops subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.conftest import redis_changes
+from tests.support.config import merge
+from tests.support.ports import free_port
+from tests.support.ws_client import WsClient
+
+
+async def wait_for(condition, timeout: float, step: float = 0.1):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(step)
+
+
+async def crosses(sender: WsClient, receiver: WsClient, text: str, timeout: float) -> bool:
+    await sender.send("normal", text)
+    try:
+        while True:
+            frame = await receiver.recv_type("message", timeout)
+            if frame["content"] == text:
+                return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_redis_outage_degrades_then_sync_resumes_within_ten_seconds(
+    processes, own_redis, key_prefix
+):
+    config = redis_changes(own_redis.url, key_prefix)
+    a, b = processes(config, "A"), processes(config, "B")
+    a1, a2 = await WsClient.connect(a.port), await WsClient.connect(a.port)
+    b1 = await WsClient.connect(b.port)
+    assert await crosses(a1, b1, "before", 3)
+    for client in (a1, a2):
+        assert (await client.recv_type("message"))["content"] == "before"
+    assert a.health() == (
+        200,
+        {"status": "ok", "instance": "A", "connections": 2, "store": "redis", "redis": "up"},
+    )
+
+    own_redis.kill()
+    status, health = await wait_for(
+        lambda: (h := a.health())[1]["redis"] == "down" and h, timeout=5
+    )
+    assert status == 200 and health["status"] == "degraded"
+    # Clients of one instance keep talking to each other, in order, nothing lost.
+    for i in range(5):
+        await a1.send("normal", f"local {i}")
+    assert [f["content"] for f in await a2.messages(5)] == [f"local {i}" for i in range(5)]
+    assert (await a1.recv_type("message"))["content"] == "local 0"
+    # Rate limits and throttling still answer, per instance, without blocking.
+    extra = await WsClient.connect(b.port)
+    assert extra.welcome["type"] == "welcome"
+
+    own_redis.start()
+    back = time.monotonic()
+    await wait_for(lambda: a.health()[1]["redis"] == "up" and b.health()[1]["redis"] == "up", 10)
+    # Cross-instance delivery resumes within 10 s of Redis returning.
+    while not await crosses(a1, b1, f"after {time.monotonic():.3f}", 0.5):
+        assert time.monotonic() - back < 10
+    assert a.health()[1]["status"] == "ok"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_instance_killed_without_cleanup_stops_counting(
+    processes, redis_server, key_prefix
+):
+    config = merge(
+        redis_changes(redis_server.url, key_prefix),
+        {
+            "store": {"instance_ttl": 2},
+            "plugins": {"throttle": {"max_connections_per_ip": 2}},
+        },
+    )
+    doomed, survivor = processes(config, "doomed"), processes(config, "survivor")
+    held = [await WsClient.connect(doomed.port) for _ in range(2)]
+    refused = await WsClient.connect(survivor.port, wait_welcome=False)
+    assert (await refused.recv())["code"] == "too_many_connections"
+    assert held[0].welcome["instance"] == "doomed"
+    doomed.kill()  # SIGKILL: no close hooks, no release
+    started = time.monotonic()
+
+    async def admitted() -> bool:
+        client = await WsClient.connect(survivor.port, wait_welcome=False)
+        return (await client.recv())["type"] == "welcome"
+
+    while not await admitted():
+        assert time.monotonic() - started < 6
+        await asyncio.sleep(0.25)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_subscriber_dropped_by_redis_resubscribes_and_recovers(
+    processes, redis_server, key_prefix
+):
+    config = redis_changes(redis_server.url, key_prefix)
+    a, b = processes(config, "A"), processes(config, "B")
+    sender, receiver = await WsClient.connect(a.port), await WsClient.connect(b.port)
+    assert await crosses(sender, receiver, "warm", 3)
+    redis_server.client().client_kill_filter(_type="pubsub")
+    for i in range(10):
+        await sender.send("normal", f"m{i}")
+    got = [f["content"] for f in await receiver.messages(10, timeout=10)]
+    assert got == [f"m{i}" for i in range(10)]  # nothing lost, in order, once
+    await receiver.nothing_for(0.5)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_auto_uses_memory_when_redis_does_not_answer(processes):
+    dead_url = f"redis://127.0.0.1:{free_port()}/0"
+    server = processes({"store": {"backend": "auto", "redis_url": dead_url}})
+    status, health = server.health()
+    assert status == 200
+    assert health["store"] == "memory" and health["redis"] is None
+    assert "using the memory store" in server.log()
+    client = await WsClient.connect(server.port)
+    await client.send("normal", "works")
+    assert (await client.recv_type("message"))["content"] == "works"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_backend_redis_starts_degraded_and_connects_when_redis_appears(
+    processes, tmp_path, key_prefix
+):
+    from tests.support.redis_server import RedisServer
+
+    later = RedisServer(tmp_path / "later")
+    server = processes(redis_changes(later.url, key_prefix))
+    status, health = server.health()
+    assert (status, health["store"], health["redis"], health["status"]) == (
+        200,
+        "redis",
+        "down",
+        "degraded",
+    )
+    client = await WsClient.connect(server.port)  # it serves meanwhile
+    later.start()
+    try:
+        await wait_for(lambda: server.health()[1]["redis"] == "up", 10)
+        await client.send("normal", "through redis")
+        assert (await client.recv_type("message"))["id"][0] != "L"
+    finally:
+        later.kill()

@@ -1,0 +1,104 @@
+"""The Redis broker: one order for all, exactly once, recovery after a lost subscription."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.broker import Entry
+from core.stores.broker_redis import RedisBroker
+from tests.core.stores.redis_helpers import keys, link_to
+
+
+async def broker(url: str, prefix: str, size: int = 100) -> tuple[RedisBroker, list[Entry]]:
+    link = await link_to(url)
+    b = RedisBroker(link, keys(prefix), "broadcast", size=size, ttl=300)
+    got: list[Entry] = []
+    b.attach(got.append)
+    await b.start()
+    return b, got
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+def tail(n: int) -> bytes:
+    return f'"from":"x","class":"normal","priority":5,"content":"{n}","ts":1.0}}'.encode()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_every_instance_gets_every_message_once_in_one_order(redis_server, key_prefix):
+    (a, got_a), (b, got_b) = (
+        await broker(redis_server.url, key_prefix),
+        await broker(redis_server.url, key_prefix),
+    )
+    for i in range(50):
+        (a if i % 2 else b).publish(5, tail(i), 1.0, "normal")
+    await until(lambda: len(got_a) == 50 and len(got_b) == 50)
+    await asyncio.sleep(0.1)
+    assert len(got_a) == 50 and len(got_b) == 50
+    assert [e.id for e in got_a] == [e.id for e in got_b]
+    assert [e.key for e in got_a] == sorted(e.key for e in got_a)
+    assert got_a[0].payload.startswith(b'{"type":"message","id":"')
+    r = redis_server.client()
+    assert r.xlen(f"{key_prefix}history:broadcast") == 50
+    await a.stop()
+    await b.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_dropped_subscription_recovers_what_it_missed(redis_server, key_prefix):
+    a, got = await broker(redis_server.url, key_prefix)
+    other, _ = await broker(redis_server.url, key_prefix)
+    a.publish(5, tail(0), 1.0, "normal")
+    await until(lambda: len(got) == 1)
+    # Redis drops subscribers (as it does a slow one past its output buffer limit).
+    redis_server.client().client_kill_filter(_type="pubsub")
+    for i in range(1, 6):
+        other.publish(5, tail(i), 1.0, "normal")
+    await until(lambda: len(got) == 6, timeout=8)
+    await asyncio.sleep(0.2)
+    contents = [e.payload.split(b'"content":"')[1].split(b'"')[0] for e in got]
+    assert contents == [str(i).encode() for i in range(6)]  # in order, no duplicates
+    await a.stop()
+    await other.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_history_reads_recent_and_since_from_the_stream(redis_server, key_prefix):
+    b, got = await broker(redis_server.url, key_prefix, size=5)
+    for i in range(8):
+        b.publish(5, tail(i), 1.0, "normal")
+    await until(lambda: len(got) == 8)
+    recent = await b.recent(3, max_age=300)
+    assert [e.id for e in recent] == [e.id for e in got[-3:]]
+    assert recent[0].payload == got[-3].payload  # composed the same way as the live frame
+    since = await b.since(got[4].id, 10, max_age=300)
+    assert [e.id for e in since] == [e.id for e in got[5:]]
+    assert [e.id for e in await b.since(got[0].id, 10, max_age=300)] == [
+        e.id for e in got[3:]
+    ]  # capped at the stream size
+    await b.stop()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_while_redis_is_down_messages_are_delivered_locally(own_redis, key_prefix):
+    b, got = await broker(own_redis.url, key_prefix)
+    own_redis.kill()
+    for _ in range(50):
+        if not b.link.up:
+            break
+        b.publish(5, tail(0), 1.0, "normal")
+        await asyncio.sleep(0.05)
+    b.publish(5, tail(99), 1.0, "normal")
+    await until(lambda: any(b"99" in e.payload for e in got))
+    local = next(e for e in got if b"99" in e.payload)
+    assert local.id.startswith("L") and local.key is None
+    await b.stop()

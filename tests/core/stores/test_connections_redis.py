@@ -1,0 +1,87 @@
+"""Per-IP connection counts summed over live instances, in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.stores.connections_redis import RedisConnectionCounter
+from tests.core.stores.redis_helpers import keys, link_to
+
+
+async def counter(url: str, prefix: str, instance: str, liveness: float = 30.0):
+    link = await link_to(url)
+    c = RedisConnectionCounter(link, keys(prefix), instance, liveness)
+    await c.start()
+    return c
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_the_limit_holds_across_instances_and_slots_come_back(redis_server, key_prefix):
+    a = await counter(redis_server.url, key_prefix, "a")
+    b = await counter(redis_server.url, key_prefix, "b")
+    assert await a.acquire("1.2.3.4", 3)
+    assert await a.acquire("1.2.3.4", 3)
+    assert await b.acquire("1.2.3.4", 3)
+    assert not await b.acquire("1.2.3.4", 3)
+    assert not await a.acquire("1.2.3.4", 3)
+    assert await a.acquire("5.6.7.8", 3)  # another IP is not affected
+    b.release("1.2.3.4")
+    assert await a.acquire("1.2.3.4", 3)
+    r = redis_server.client()
+    assert r.hgetall(f"{key_prefix}connections:a") == {b"1.2.3.4": b"3", b"5.6.7.8": b"1"}
+    assert r.hgetall(f"{key_prefix}connections:b") == {}
+    await a.close()
+    await b.close()
+    assert r.exists(f"{key_prefix}connections:a") == 0
+    assert r.zrange(f"{key_prefix}instances", 0, -1) == []
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_concurrent_acquires_from_two_instances_never_exceed_the_limit(
+    redis_server, key_prefix
+):
+    a = await counter(redis_server.url, key_prefix, "a")
+    b = await counter(redis_server.url, key_prefix, "b")
+    results = await asyncio.gather(*[c.acquire("9.9.9.9", 5) for c in (a, b) for _ in range(10)])
+    assert sum(results) == 5
+    await a.close()
+    await b.close()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_an_instance_that_dies_without_cleaning_up_stops_counting(redis_server, key_prefix):
+    a = await counter(redis_server.url, key_prefix, "a", liveness=1.0)
+    dead = await counter(redis_server.url, key_prefix, "dead", liveness=1.0)
+    assert await dead.acquire("1.1.1.1", 2)
+    assert await dead.acquire("1.1.1.1", 2)
+    # "dead" stops refreshing, as a SIGKILLed process would (no close, no release).
+    dead._alive.cancel()
+    await dead.link.close()
+    assert not await a.acquire("1.1.1.1", 2)
+    await asyncio.sleep(1.3)
+    assert await a.acquire("1.1.1.1", 2)
+    assert await a.acquire("1.1.1.1", 2)
+    assert not await a.acquire("1.1.1.1", 2)
+    await a.close()
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_counts_fall_back_to_the_instance_and_are_written_back(own_redis, key_prefix):
+    a = await counter(own_redis.url, key_prefix, "a")
+    assert await a.acquire("2.2.2.2", 3)
+    own_redis.kill()
+    assert await a.acquire("2.2.2.2", 3)  # local counting while Redis is down
+    assert await a.acquire("2.2.2.2", 3)
+    assert not await a.acquire("2.2.2.2", 3)
+    assert not a.link.up
+    own_redis.start()  # a new, empty Redis on the same port
+    for _ in range(100):
+        if a.link.up:
+            break
+        await asyncio.sleep(0.1)
+    assert a.link.up
+    await asyncio.sleep(0.2)
+    assert own_redis.client().hgetall(f"{key_prefix}connections:a") == {b"2.2.2.2": b"3"}
+    await a.close()

@@ -1,0 +1,59 @@
+"""Sessions as Redis hashes with the contract's fields and a TTL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.stores.sessions_memory import MemorySessionStore
+from core.stores.sessions_redis import RedisSessionStore
+from tests.core.stores.redis_helpers import keys, link_to
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_session_hash_has_the_contract_fields_and_ttl(redis_server, key_prefix):
+    link = await link_to(redis_server.url)
+    store = RedisSessionStore(link, keys(key_prefix), MemorySessionStore())
+    await store.create("tok1", "client1", ttl=60)
+    store.record_message("tok1", 1_700_000_000_123, ttl=60)
+    await asyncio.sleep(0.05)
+    r = redis_server.client()
+    fields = r.hgetall(f"{key_prefix}session:tok1")
+    assert fields[b"clientId"] == b"client1"
+    assert fields[b"messageCount"] == b"1"
+    assert fields[b"lastMessageTimestamp"] == b"1700000000123"
+    assert {b"createdAt", b"lastSeen"} <= set(fields)
+    assert 55_000 < r.pttl(f"{key_prefix}session:tok1") <= 60_000
+    await link.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_resume_returns_the_counters_and_refreshes_the_ttl(redis_server, key_prefix):
+    link = await link_to(redis_server.url)
+    store = RedisSessionStore(link, keys(key_prefix), MemorySessionStore())
+    await store.create("tok2", "client2", ttl=5)
+    for i in range(3):
+        store.record_message("tok2", 1000 + i, ttl=5)
+    await store.leave("tok2", "123-4", ttl=5)
+    session = await store.resume("tok2", ttl=60)
+    assert session.client_id == "client2"
+    assert session.message_count == 3
+    assert session.last_message_ts == 1002
+    assert session.last_message_id == "123-4"
+    assert redis_server.client().pttl(f"{key_prefix}session:tok2") > 50_000
+    assert await store.resume("unknown", ttl=60) is None
+    await link.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_expired_session_is_gone_and_not_resurrected(redis_server, key_prefix):
+    link = await link_to(redis_server.url)
+    store = RedisSessionStore(link, keys(key_prefix), MemorySessionStore())
+    await store.create("tok3", "client3", ttl=0.2)
+    await asyncio.sleep(0.3)
+    store.record_message("tok3", 1, ttl=60)
+    await asyncio.sleep(0.05)
+    assert await store.resume("tok3", ttl=60) is None
+    assert redis_server.client().exists(f"{key_prefix}session:tok3") == 0
+    await link.close()
