@@ -16,6 +16,7 @@
     session: $("session-kind"),
     clients: $("clients"),
     heartbeat: $("heartbeat"),
+    heartbeatLast: $("heartbeat-last"),
     pulse: $("pulse"),
     log: $("log"),
     jump: $("jump"),
@@ -267,6 +268,7 @@
   function setState(next, why) {
     state = next;
     ui.conn.dataset.state = next;
+    document.body.dataset.state = next;
     ui.state.textContent = next;
     ui.reason.textContent = why || "";
     // While a retry is merely waiting its turn, the user may skip the wait.
@@ -365,7 +367,7 @@
     if (Number.isFinite(frame.clients)) ui.clients.textContent = String(frame.clients);
     beats += 1;
     ui.pulse.dataset.beats = String(beats);
-    ui.heartbeat.title = `last heartbeat at ${clock(frame.ts)}`;
+    ui.heartbeatLast.textContent = `· last ${clock(frame.ts)}`;
     // Restart the CSS animation: drop the class, force a style flush, add it again.
     ui.pulse.classList.remove("beat");
     void ui.pulse.offsetWidth;
@@ -533,7 +535,7 @@
     ui.rlPrefix.textContent = "You can send again";
     ui.rlCountdown.textContent = "now";
     ui.rlSpoken.textContent = "You can send again.";
-    rate.hideTimer = setTimeout(() => { ui.rl.hidden = true; }, 4000);
+    rate.hideTimer = setTimeout(() => { ui.rl.hidden = true; }, 3000);
   }
 
   let errorTimer = null;
