@@ -1,0 +1,146 @@
+"""The browser-test harness: where Chromium is, how it is launched, a client tab.
+
+Playwright never downloads a browser here: it drives the Chromium named by $CHROMIUM
+(./dev test sets it), else /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # the tests skip themselves with the reason
+    expect = sync_playwright = None
+
+from tests.support.timing import scaled
+
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+DESKTOP = {"width": 1000, "height": 700}
+
+if expect is not None:
+    expect.set_options(timeout=scaled(10_000))
+
+
+def wait_for(
+    condition: Callable[[], object], *, page=None, timeout: float = 10, what: str = ""
+) -> None:
+    """Poll `condition` until it holds. With a `page`, wait through Playwright, so the
+    page's events (frames, dialogs) keep being delivered meanwhile."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        if page is not None:
+            page.wait_for_timeout(50)
+        else:
+            time.sleep(0.05)
+
+
+def skip_reason() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if sync_playwright is None:
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM} (set CHROMIUM, or run ./dev test, which installs it)"
+    return None
+
+
+class ClientPage:
+    """One browser tab running the client, with what it received and what went wrong."""
+
+    def __init__(self, page, base_url: str) -> None:
+        self.page = page
+        self.base_url = base_url
+        self.dialogs: list[str] = []
+        self.page_errors: list[str] = []
+        self.csp_violations: list[str] = []
+        self.sockets: list = []
+        self.frames: list[list[dict]] = []  # decoded frames, one list per socket
+        page.on("dialog", self._on_dialog)
+        page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        page.on("console", self._on_console)
+        page.on("websocket", self._on_websocket)
+
+    def _on_dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _on_console(self, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.csp_violations.append(message.text)
+
+    def _on_websocket(self, socket) -> None:
+        received: list[dict] = []
+        self.sockets.append(socket)
+        self.frames.append(received)
+
+        def on_frame(payload) -> None:
+            if isinstance(payload, str):
+                received.append(json.loads(payload))
+
+        socket.on("framereceived", on_frame)
+
+    # -- driving ----------------------------------------------------------------------
+
+    def open(self) -> ClientPage:
+        self.page.goto(self.base_url + "/")
+        return self
+
+    def wait_open(self) -> ClientPage:
+        expect(self.connection).to_have_attribute("data-state", "open")
+        return self
+
+    def send(self, text: str, cls: str = "normal") -> None:
+        self.page.select_option("#cls", cls)
+        self.page.fill("#text", text)
+        self.page.press("#text", "Enter")
+
+    # -- reading ----------------------------------------------------------------------
+
+    def testid(self, name: str):
+        return self.page.get_by_test_id(name)
+
+    @property
+    def connection(self):
+        return self.testid("connection")
+
+    @property
+    def messages(self):
+        return self.page.locator("#log li.msg")
+
+    def message(self, text: str):
+        """The rendered message whose content is exactly `text`."""
+        return self.messages.filter(
+            has=self.page.locator(".content", has_text=re.compile(f"^{re.escape(text)}$"))
+        )
+
+    def contents(self) -> list[str]:
+        return self.messages.locator(".content").all_text_contents()
+
+    def client_id(self) -> str:
+        return self.testid("client-id").inner_text()
+
+    def message_frames(self, socket_index: int) -> list[dict]:
+        return [f for f in self.frames[socket_index] if f.get("type") == "message"]
+
+    def assert_clean(self) -> None:
+        """Nothing the page did broke the CSP or threw, and nothing raised a dialog."""
+        assert self.page_errors == [], self.page_errors
+        assert self.csp_violations == [], self.csp_violations
+        assert self.dialogs == [], self.dialogs
