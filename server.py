@@ -51,7 +51,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, args: argparse.Namespace) -> int:
     instance = Instance(settings, REGISTRY)
     try:
         await instance.start()
@@ -67,9 +67,30 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload(instance, args))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await stop.wait()
+    log.info("signal received: shutting down")
     await instance.stop()
     return 0
+
+
+async def reload(instance: Instance, args: argparse.Namespace) -> None:
+    """SIGHUP: read and validate the file again; refuse it whole if it is wrong."""
+    try:
+        settings = settings_from(args)
+    except ConfigError as error:
+        log.error("reload refused, the running configuration stays: %s", error)
+        return
+    configure_logging(settings.logging)
+    for key in await instance.reload(settings):
+        log.warning("reload: %s changed but takes effect only after a restart", key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.logging)
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, args))
     except KeyboardInterrupt:
         return 0
 

@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 from core.frames import message_payload, text_frame
 
 
+@dataclass(frozen=True)
+class LogPolicy:
+    """How many recent messages a broker keeps, and for how long (seconds)."""
+
+    size: int
+    ttl: float
+
+
 def parse_id(message_id: str) -> tuple[int, int] | None:
     """The sortable key of a broker id, or None for ids that are not ordered."""
     ms, sep, seq = message_id.partition("-")
@@ -89,6 +97,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
         """Messages after id `cursor` (at most the last `limit`), oldest first."""
+
+    @abc.abstractmethod
+    def set_log(self, policy: LogPolicy) -> None:
+        """Keep `policy.size` recent messages for `policy.ttl` seconds from now on."""
 
     @property
     def distributed(self) -> bool:

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import tornado.netutil
 import tornado.web
 from tornado.httpserver import HTTPServer
 
 from core import frames
+from core.broker import LogPolicy
 from core.client_ip import ClientAddress
 from core.config import Settings
 from core.dispatcher import Dispatcher
@@ -25,7 +26,7 @@ from core.hub import Hub
 from core.metrics import Metrics
 from core.origins import OriginPolicy
 from core.services import Services
-from core.stores.factory import LogPolicy, Stores, open_stores
+from core.stores.factory import Stores, open_stores
 from handlers.http import HealthHandler, IndexHandler, MetricsHandler, StaticHandler
 from handlers.websocket import WebSocketHandler
 from plugins.chain import PluginChain
@@ -67,6 +68,8 @@ class Instance:
         self.chain: PluginChain | None = None
         self.dispatcher: Dispatcher | None = None
         self.http: HTTPServer | None = None
+        self.app: tornado.web.Application | None = None
+        self.services: Services | None = None
         self.port: int | None = None
         self.stopped = asyncio.Event()
 
@@ -77,7 +80,7 @@ class Instance:
         s = self.settings
         self.stores = await open_stores(s.store, log_policy(s), self.instance_id, self.metrics)
         self.hub = Hub(self.stores.local_broker())
-        services = Services(
+        services = self.services = Services(
             settings=s,
             hub=self.hub,
             stores=self.stores,
@@ -97,7 +100,8 @@ class Instance:
         )
         try:
             await self.chain.startup()
-            self.http = HTTPServer(self.application(), xheaders=False)
+            self.app = self.application()
+            self.http = HTTPServer(self.app, xheaders=False)
             sockets = tornado.netutil.bind_sockets(s.server.port, s.server.host)
         except BaseException:
             await self._release()
@@ -126,6 +130,61 @@ class Instance:
             compress_response=False,
         )
 
+    # -- reload ---------------------------------------------------------------------
+
+    async def reload(self, settings: Settings) -> list[str]:
+        """Apply new, validated settings without dropping a connection.
+
+        Returns the changed keys that only take effect after a restart (they keep their
+        running values): where to listen, the instance id, the store.
+        """
+        old = self.settings
+        needs_restart = [
+            key
+            for key, before, after in (
+                ("server.host", old.server.host, settings.server.host),
+                ("server.port", old.server.port, settings.server.port),
+                ("server.instance_id", old.instance_id, settings.instance_id),
+                ("store", old.store, settings.store),
+            )
+            if before != after
+        ]
+        kept = {p.name: p for p in self.chain.plugins}
+        plugins, added = [], []
+        for name, block in settings.enabled_plugins():
+            plugin = kept.pop(name, None)
+            if plugin is None:
+                plugin = self.registry[name](block, self.services)
+                added.append(plugin)
+            plugins.append(plugin)
+        retired = list(kept.values())
+        chain = PluginChain(plugins, self.metrics)
+        chain.adopt([p for p in plugins if p not in added])
+        try:
+            await chain.start_some(added)
+        except Exception:
+            log.exception("reload: a plugin failed to start; the running configuration stays")
+            await chain.retire([p for p in added if p in chain._started], [])
+            return needs_restart
+        self.settings = self.services.settings = settings
+        for plugin in plugins:
+            if plugin not in added:
+                await chain.reload(plugin, settings.plugins[plugin.name])
+        self.chain = self.dispatcher.chain = chain
+        await chain.retire(retired, list(self.hub.connections()))
+        self.dispatcher.classes = message_classes(settings)
+        self.stores.log_policy = log_policy(settings)
+        self.hub.broker.set_log(self.stores.log_policy)
+        self.origins = OriginPolicy(settings.server.allowed_origins)
+        self.client_address = ClientAddress(settings.server.trusted_proxies)
+        self.app.settings["websocket_max_message_size"] = settings.server.max_message_size
+        log.info(
+            "configuration reloaded from %s (plugins: %s)",
+            settings.source,
+            ", ".join(p.name for p in plugins) or "none",
+        )
+        return needs_restart
+
     # -- health ---------------------------------------------------------------------
 
     def health(self) -> dict:
@@ -147,25 +206,35 @@ class Instance:
     # -- stop -----------------------------------------------------------------------
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop accepting, close every client with 1001, release the stores."""
+        """Drain: /healthz says 503 at once, stop accepting, flush what clients have
+        queued, close them with 1001, release this instance's state in the store.
+
+        Everything happens within `timeout` (server.shutdown_timeout): what is not done
+        by then is cut short.
+        """
         if self.draining:
             await self.stopped.wait()
             return
         self.draining = True
         timeout = self.settings.server.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         if self.http is not None:
             self.http.stop()
-        log.info("instance %s stopping: closing %d clients", self.instance_id, len(self.hub))
-        for conn in list(self.hub.connections()):
+        connections = list(self.hub.connections()) if self.hub is not None else []
+        log.info("draining: %d clients", len(connections))
+        # Let queued frames go out (a third of the budget), then say goodbye.
+        await self._until(
+            lambda: all(c.flushed() or c.closing for c in connections), loop.time() + timeout / 3
+        )
+        for conn in connections:
             conn.close(frames.CLOSE_GOING_AWAY, "server shutting down")
-        # Wait for the clients' close handshakes (bounded), then for the close hooks.
-        while len(self.hub) and time.monotonic() < deadline - 0.5:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        # Give clients until shortly before the deadline to answer the close handshake.
+        await self._until(lambda: len(self.hub) == 0, deadline - min(0.5, timeout / 4))
         for conn in list(self.hub.connections()):
             conn.stream.close()
         try:
-            await asyncio.wait_for(self.dispatcher.closed(), max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self.dispatcher.closed(), max(0.05, deadline - loop.time()))
         except TimeoutError:
             log.warning("close hooks still running at the shutdown deadline")
         await self._release()
@@ -173,6 +242,12 @@ class Instance:
             await self.http.close_all_connections()
         log.info("instance %s stopped", self.instance_id)
         self.stopped.set()
+
+    @staticmethod
+    async def _until(condition: Callable[[], bool], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not condition() and loop.time() < deadline:  # noqa: ASYNC110 - a poll over many sockets
+            await asyncio.sleep(0.01)
 
     async def _release(self) -> None:
         if self.chain is not None:

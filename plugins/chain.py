@@ -135,6 +135,52 @@ class PluginChain:
             except Exception:
                 self._failed(plugin, "on_close", conn)
 
+    def adopt(self, running: Sequence[Plugin]) -> None:
+        """Count `running` plugins (carried over by a reload) as started."""
+        self._started.extend(p for p in running if p not in self._started)
+
+    async def start_some(self, plugins: Sequence[Plugin]) -> None:
+        """on_startup for plugins added by a reload, in chain order."""
+        wanted = set(plugins)
+        for plugin, hook, is_async in self._startup:
+            if plugin in wanted:
+                self._started.append(plugin)
+                result = hook()
+                if is_async:
+                    await result
+        self._started.extend(p for p in plugins if p not in self._started)
+
+    async def retire(self, plugins: Sequence[Plugin], connections: Sequence[Connection]) -> None:
+        """Plugins removed by a reload: on_close for every live connection, then on_shutdown.
+
+        So a plugin gives back everything it holds (a throttle slot per connection) before
+        it stops, exactly as if each connection had closed.
+        """
+        for plugin in reversed(plugins):
+            if type(plugin).on_close is not Plugin.on_close:
+                for conn in connections:
+                    try:
+                        result = plugin.on_close(conn)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception:
+                        self._failed(plugin, "on_close", conn)
+            try:
+                result = plugin.on_shutdown()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self._failed(plugin, "on_shutdown")
+
+    async def reload(self, plugin: Plugin, settings: object) -> None:
+        """Give a plugin carried over by a reload its new settings."""
+        try:
+            result = plugin.on_reload(settings)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self._failed(plugin, "on_reload")
+
     async def shutdown(self) -> None:
         started = set(self._started)
         for plugin, hook, is_async in self._shutdown:

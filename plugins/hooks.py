@@ -16,6 +16,12 @@ on_shutdown()      once, while the server stops                 reverse file ord
 on_reload(s)       SIGHUP brought new, valid settings           file order
 =================  ===========================================  =====================
 
+A reload (SIGHUP) keeps the plugins that stay enabled (they get ``on_reload``), starts
+the ones it enables (``on_startup``; connections already open never pass through their
+``on_connect``, so their ``on_close`` must ignore connections they did not admit), and
+retires the ones it disables (``on_close`` for every open connection, then
+``on_shutdown``), so nothing a retired plugin took is kept.
+
 Vetoes are typed values, never bare booleans:
 
 - ``on_connect`` returns a `Veto` to refuse the connection. The client gets the veto's
@@ -119,5 +125,6 @@ class Plugin:
         """Once, while the server stops, after clients were closed. Release resources."""
 
     def on_reload(self, settings: Any) -> None:
-        """New, already validated settings for this plugin (SIGHUP). Apply them in place."""
+        """New, already validated settings for this plugin (SIGHUP). Apply them in place;
+        may be a coroutine. A raising on_reload is logged and the reload goes on."""
         self.settings = settings

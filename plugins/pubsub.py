@@ -32,6 +32,7 @@ class PubSubPlugin(Plugin):
     def __init__(self, settings: PubSubSettings, services) -> None:
         super().__init__(settings, services)
         self._broker: Broker | None = None
+        self._local: Broker | None = None
 
     async def on_startup(self) -> None:
         """Subscribe, and route the hub's publishing through the shared broker."""
@@ -39,11 +40,23 @@ class PubSubPlugin(Plugin):
         if broker is None:
             self.log.info("memory store: broadcasts stay on this instance")
             return
+        self._local = self.services.hub.broker
         self._broker = broker
         self.services.hub.use_broker(broker)
         await broker.start()
 
+    async def on_reload(self, settings: PubSubSettings) -> None:
+        """A new channel: subscribe to it instead."""
+        changed = settings.channel != self.settings.channel
+        self.settings = settings
+        if changed and self._broker is not None:
+            await self.on_shutdown()
+            await self.on_startup()
+
     async def on_shutdown(self) -> None:
-        """Unsubscribe."""
+        """Unsubscribe; broadcasts stay on this instance from now on."""
         if self._broker is not None:
+            if self._local is not None and self.services.hub.broker is self._broker:
+                self.services.hub.use_broker(self._local)
             await self._broker.stop()
+            self._broker = None

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from core.broker import Broker, Entry, parse_id
+from core.broker import Broker, Entry, LogPolicy, parse_id
 
 
 class IdClock:
@@ -29,13 +29,17 @@ class IdClock:
 
 
 class MemoryBroker(Broker):
-    """Orders messages in this process and keeps the last `capacity` for history."""
+    """Orders messages in this process and keeps the last ones for history."""
 
-    def __init__(self, capacity: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, policy: LogPolicy, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self._clock = clock
         self._ids = IdClock(clock)
-        self._log: deque[Entry] = deque(maxlen=capacity)
+        self._log: deque[Entry] = deque(maxlen=policy.size)
+
+    def set_log(self, policy: LogPolicy) -> None:
+        if policy.size != self._log.maxlen:
+            self._log = deque(self._log, maxlen=policy.size)
 
     def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
         entry = Entry.from_tail(self._ids.next(), priority, tail, ts, cls)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from core.broker import Broker, Entry, parse_id
+from core.broker import Broker, Entry, LogPolicy, parse_id
 from core.stores.broker_memory import IdClock
 from core.stores.keys import Keys
 from core.stores.redis_link import COMMAND_TIMEOUT, LinkDown, RedisLink, redact
@@ -45,17 +45,14 @@ class RedisBroker(Broker):
         link: RedisLink,
         keys: Keys,
         channel: str,
-        *,
-        size: int,
-        ttl: float,
+        policy: LogPolicy,
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.link = link
         self.stream = keys.history(channel)
         self.channel = keys.channel(channel)
-        self.size = size
-        self.ttl_ms = int(ttl * 1000)
+        self.set_log(policy)
         self.wall = wall
         self._local_ids = IdClock(wall)
         self._last_key: tuple[int, int] | None = None
@@ -64,6 +61,10 @@ class RedisBroker(Broker):
         self._subscribed = asyncio.Event()
         self._stopped = False
         link.on_down(self._on_link_down)
+
+    def set_log(self, policy: LogPolicy) -> None:
+        self.size = policy.size
+        self.ttl_ms = int(policy.ttl * 1000)
 
     @property
     def distributed(self) -> bool:

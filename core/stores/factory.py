@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from core.broker import Broker
+from core.broker import Broker, LogPolicy
 from core.config import StoreSettings
 from core.metrics import Metrics
 from core.stores.broker_memory import MemoryBroker
@@ -38,14 +38,6 @@ SCRIPTS = (
 )
 
 
-@dataclass(frozen=True)
-class LogPolicy:
-    """How many recent messages the broker keeps, and for how long (seconds)."""
-
-    size: int
-    ttl: float
-
-
 @dataclass
 class Stores:
     """The instance's stores, all of one backend."""
@@ -58,7 +50,7 @@ class Stores:
 
     def local_broker(self) -> Broker:
         """The broker for this instance alone."""
-        return MemoryBroker(self.log_policy.size)
+        return MemoryBroker(self.log_policy)
 
     def shared_broker(self, channel: str) -> Broker | None:
         """A broker reaching every instance on `channel`; None with the memory backend."""
@@ -106,8 +98,7 @@ class RedisStores(Stores):
         )
 
     def shared_broker(self, channel: str) -> Broker | None:
-        policy = self.log_policy
-        return RedisBroker(self.link, self.keys, channel, size=policy.size, ttl=policy.ttl)
+        return RedisBroker(self.link, self.keys, channel, self.log_policy)
 
     @property
     def redis_state(self) -> str | None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.broker import Entry
+from core.broker import Entry, LogPolicy
 from core.stores.broker_memory import IdClock, MemoryBroker
 from tests.support.ws_client import WsClient
 
@@ -95,7 +95,7 @@ async def test_without_the_plugin_nothing_is_replayed(servers):
 @pytest.mark.gen_test
 async def test_memory_broker_replays_by_count_age_and_cursor():
     clock = FakeClock()
-    broker = MemoryBroker(capacity=5, clock=clock)
+    broker = MemoryBroker(LogPolicy(5, 300), clock=clock)
     delivered: list[Entry] = []
     broker.attach(delivered.append)
     for i in range(7):

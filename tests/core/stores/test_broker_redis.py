@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from core.broker import Entry
+from core.broker import Entry, LogPolicy
 from core.stores.broker_redis import RedisBroker
 from tests.core.stores.redis_helpers import keys, link_to
 
 
 async def broker(url: str, prefix: str, size: int = 100) -> tuple[RedisBroker, list[Entry]]:
     link = await link_to(url)
-    b = RedisBroker(link, keys(prefix), "broadcast", size=size, ttl=300)
+    b = RedisBroker(link, keys(prefix), "broadcast", LogPolicy(size, 300))
     got: list[Entry] = []
     b.attach(got.append)
     await b.start()
