@@ -20,6 +20,7 @@ from core import frames
 from core.connection import Connection
 from core.message import Message
 from core.outbox import OutboxPolicy
+from core.refusals import RefusalLog
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
@@ -56,6 +57,7 @@ class Dispatcher:
         # Without the priority plugin, queues are plain FIFOs of the same bound.
         self.default_policy = OutboxPolicy(ordered=False)
         self._closing: set[asyncio.Task] = set()
+        self.refusals = RefusalLog(log)
         hub.on_fanout = self._count_fanout
 
     # -- open -----------------------------------------------------------------------
@@ -70,7 +72,7 @@ class Dispatcher:
         veto = await self.chain.connect(conn)
         if veto is not None:
             self.metrics.connections_refused.labels(veto.code or "refused").inc()
-            log.info("refused %s from %s: %s", conn.client_id, ip, veto.code)
+            self.refusals.note(veto.code or "refused", ip)
             conn.close(veto.close_code or frames.CLOSE_POLICY, veto.message, veto.error_frame())
             return None
         if conn.closing:  # a plugin closed it while admitting

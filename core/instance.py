@@ -27,7 +27,13 @@ from core.metrics import Metrics
 from core.origins import OriginPolicy
 from core.services import Services
 from core.stores.factory import Stores, open_stores
-from handlers.http import HealthHandler, IndexHandler, MetricsHandler, StaticHandler
+from handlers.http import (
+    HealthHandler,
+    IndexHandler,
+    MetricsHandler,
+    StaticHandler,
+    log_request,
+)
 from handlers.websocket import WebSocketHandler
 from plugins.chain import PluginChain
 
@@ -128,6 +134,7 @@ class Instance:
             ],
             websocket_max_message_size=self.settings.server.max_message_size,
             compress_response=False,
+            log_function=log_request,
         )
 
     # -- reload ---------------------------------------------------------------------
@@ -250,6 +257,8 @@ class Instance:
             await asyncio.sleep(0.01)
 
     async def _release(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.refusals.close()
         if self.chain is not None:
             await self.chain.shutdown()
         if self.stores is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import tornado.web
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from core import frames
 from core.connection import Connection
+
+log = logging.getLogger("server")
 
 
 class _TooBigAwareProtocol(tornado.websocket.WebSocketProtocol13):
@@ -81,6 +85,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     def on_pong(self, data: bytes) -> None:
         """The client answered a heartbeat ping."""
         self.server.dispatcher.pong(self.conn)
+
+    def log_exception(self, typ, value, tb) -> None:
+        """Log a failure without the request URI: its query may hold a session token."""
+        if value is not None and not isinstance(value, tornado.web.HTTPError):
+            log.error(
+                "error on %s from %s", self.request.path, self.request.remote_ip,
+                exc_info=(typ, value, tb),
+            )  # fmt: skip
 
     def on_close(self) -> None:
         """The connection ended: the on_close hooks give back what it held."""
