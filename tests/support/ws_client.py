@@ -46,6 +46,7 @@ class WsClient:
         host: str = "127.0.0.1",
         wait_welcome: bool = True,
         ping_interval: float | None = None,
+        source: str | None = None,
     ) -> WsClient:
         query = []
         if session:
@@ -53,7 +54,9 @@ class WsClient:
         if since:
             query.append(f"since={since}")
         url = f"ws://{host}:{port}/ws" + ("?" + "&".join(query) if query else "")
-        request = HTTPRequest(url, headers=headers or {}, connect_timeout=scaled(5))
+        request = HTTPRequest(
+            url, headers=headers or {}, connect_timeout=scaled(5), network_interface=source
+        )
         ws = await websocket_connect(request, ping_interval=ping_interval)
         client = cls(ws, url)
         if wait_welcome:
