@@ -45,6 +45,7 @@
   // bottom; otherwise a server that accepts and then drops at once would be hammered.
   const STABLE_AFTER_MS = 5000;
   const CONNECT_TIMEOUT_MS = 10000;
+  const WATCHDOG_FLOOR_MS = 65000;
   const LOG_LIMIT = 500;
   const SEEN_LIMIT = 2000;
   const PENDING_LIMIT = 20;
@@ -122,6 +123,7 @@
   let lastError = null;
   let clientId = null;
   let interval = null;
+  let largestInterval = 0;
   let beats = 0;
   let maxMessageBytes = null;
   const seen = new Set();
@@ -253,13 +255,18 @@
   }
 
   // The browser answers the server's pings but tells the page nothing about them, so
-  // a half-open connection is noticed by heartbeat frames that stop coming.
+  // a half-open connection is noticed by heartbeat frames that stop coming. When the
+  // server moves to a slower tier, the next frame can come the old interval plus the new
+  // one after the last, and only that frame tells the new interval: hence the floor,
+  // which covers the shipped tiers (up to 30 s), and the largest interval seen so far.
   function startWatchdog(socket) {
     clearInterval(watchdog);
     watchdog = setInterval(() => {
       if (socket !== ws || !interval) return;
       const silentFor = Date.now() - lastFrameAt;
-      if (silentFor > (interval * 2 + 5) * 1000) {
+      const slowest = Math.max(interval, largestInterval);
+      const limit = Math.max(WATCHDOG_FLOOR_MS, (2 * slowest + 5) * 1000);
+      if (silentFor > limit) {
         abandon(socket, `no heartbeat for ${Math.round(silentFor / 1000)} s`);
       }
     }, 1000);
@@ -382,6 +389,7 @@
       return;
     }
     interval = n;
+    largestInterval = Math.max(largestInterval, n);
     ui.heartbeat.textContent = `every ${n.toLocaleString()} s`;
   }
 
@@ -526,7 +534,8 @@
     if (left > 0) {
       ui.rl.dataset.waiting = "true";
       ui.rlPrefix.textContent = "You can send again in";
-      ui.rlCountdown.textContent = `${(left / 1000).toFixed(1)} s`;
+      // Rounded up, so a wait still running never reads "0.0 s".
+      ui.rlCountdown.textContent = `${(Math.ceil(left / 100) / 10).toFixed(1)} s`;
       rate.timer = setTimeout(tickRate, Math.min(100, left));
       return;
     }
