@@ -1,0 +1,1029 @@
+"""The scenarios: what load each one puts on a server, and what it measures.
+
+Runs of a scenario are interleaved: repeat 1 runs every server once, then repeat 2 in a
+rotated order, and so on, so that a noisy minute on the shared machine does not land
+on one server's runs only. The servers of a scenario are started together (idle while
+another one is measured) and stopped at its end; the memory scenarios (idle, slow
+consumer) start fresh servers instead, since they measure RSS.
+
+Every run: connect, `sync` (every receiver provably subscribed), warm up, measure for
+a fixed time with the server's CPU read from /proc before and after, stop the load,
+check that every receiver got every message, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bench import metrics
+from bench.clients import (
+    DIALECTS,
+    Conn,
+    MessageMaker,
+    ProtocolError,
+    close_all,
+    connect,
+    connect_many,
+    hold_idle,
+    seq_of,
+    tag,
+)
+from bench.load import (
+    Broadcast,
+    RateSender,
+    RunFailed,
+    WindowSender,
+    check_connections,
+    sync,
+    track_upto,
+    wait_until,
+)
+from bench.progress import Progress
+from bench.servers import HOST, KINDS, SERVER_CPU, Kind, Redis, Server, ServerFailed
+
+perf = time.perf_counter
+DRAIN_TIMEOUT = 20.0
+RUN_TIMEOUT = 180.0
+
+
+# -- what a run is configured with ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations and sizes; `--quick` shrinks them."""
+
+    warmup: float = 1.0
+    measure: float = 3.0
+    repeats: int = 3
+    message_size: int = 64  # characters of `content`
+    window: int = 32  # fan-out: messages in flight
+    fanout: tuple[int, ...] = (100, 1000)
+    echo: tuple[int, ...] = (16, 100)
+    handshake_concurrency: int = 16
+    idle_connections: int = 5000
+    idle_window: float = 60.0
+    cross_receivers: int = 1000
+    cross_rate: float = 100.0  # messages per second
+    cross_measure: float = 4.0
+    slow_receivers: int = 20
+    slow_healthy: int = 4
+    slow_rate: float = 400.0
+    slow_size: int = 1024
+    slow_duration: float = 12.0
+    slow_rcvbuf: int = 16384
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            warmup=0.5,
+            measure=1.5,
+            repeats=1,
+            idle_connections=1000,
+            idle_window=10.0,
+            cross_measure=2.0,
+            slow_duration=5.0,
+        )
+
+
+@dataclass
+class Context:
+    plan: Plan
+    progress: Progress
+    workdir: Path
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    fmt: str = "{:,.0f}"
+    better: str | None = None  # "higher" | "lower" | None
+
+
+@dataclass
+class ScenarioResult:
+    runs: dict[str, list[dict]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+
+# -- servers of one kind: one or two instances and maybe a Redis -------------------------
+
+
+class Setup:
+    """The processes one run talks to: `instances` servers of `kind` (on one Redis)."""
+
+    def __init__(self, kind: Kind, workdir: Path, instances: int = 1) -> None:
+        self.kind = kind
+        self.workdir = workdir
+        self.instances = instances
+        self.redis: Redis | None = None
+        self.servers: list[Server] = []
+
+    def start(self) -> Setup:
+        try:
+            if self.kind.redis:
+                self.redis = Redis(self.workdir).start()
+            for _ in range(self.instances):
+                self.servers.append(Server(self.kind, self.workdir, self.redis).start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [s.pid for s in self.servers]
+
+    @property
+    def redis_pids(self) -> list[int]:
+        return [self.redis.pid] if self.redis is not None else []
+
+    def check(self) -> None:
+        for server in self.servers:
+            server.check()
+        if self.redis is not None and self.redis.process.poll() is not None:
+            raise ServerFailed("redis-server exited during the run")
+
+
+# -- measuring a window -------------------------------------------------------------------
+
+
+def _cpu_busy(cpu: int) -> float:
+    """Busy seconds of one CPU (all processes) from /proc/stat."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:9]]
+                return (sum(v) - v[3] - v[4]) / metrics.CLOCK_TICKS
+    return 0.0
+
+
+@dataclass
+class Reading:
+    at: float
+    server: float
+    redis: float
+    load: float
+    cpu0: float
+
+    @classmethod
+    def take(cls, setup: Setup) -> Reading:
+        return cls(
+            perf(),
+            sum(metrics.cpu_of(setup.server_pids).values()),
+            sum(metrics.cpu_of(setup.redis_pids).values()),
+            metrics.own_cpu_seconds(),
+            _cpu_busy(SERVER_CPU),
+        )
+
+
+def usage(a: Reading, b: Reading) -> dict:
+    """CPU use between two readings; percentages are of one core."""
+    wall = b.at - a.at
+    server = b.server - a.server
+    redis = b.redis - a.redis
+    other = max(0.0, (b.cpu0 - a.cpu0) - server - redis)
+    return {
+        "wall_s": round(wall, 3),
+        "server_cpu_s": round(server, 3),
+        "server_cpu_pct": round(server / wall * 100, 1),
+        "redis_cpu_pct": round(redis / wall * 100, 1),
+        "load_cpu_pct": round((b.load - a.load) / wall * 100, 1),
+        "other_cpu0_pct": round(other / wall * 100, 1),
+    }
+
+
+async def tick(
+    ctx: Context,
+    seconds: float,
+    text: Callable[[float], str],
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Sleep `seconds`, updating the progress line and running `check` as it goes."""
+    end = perf() + seconds
+    while (left := end - perf()) > 0:
+        await asyncio.sleep(min(0.1, left))
+        if check is not None:
+            check()
+        ctx.progress.status(text(seconds - max(0.0, end - perf())))
+
+
+# -- fan-out ------------------------------------------------------------------------------
+
+
+def _checker(setup: Setup, stream: Broadcast | None, conns: list[Conn]) -> Callable[[], None]:
+    def check() -> None:
+        setup.check()
+        if stream is not None:
+            stream.check()
+        check_connections(conns)
+
+    return check
+
+
+async def fanout_run(ctx: Context, setup: Setup, receivers: int) -> dict:
+    """One sender, `receivers` receivers; `window` messages in flight."""
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    stream = Broadcast(receivers + 1)  # the sender receives its own messages too
+    conns: list[Conn] = []
+    try:
+        conns += await connect_many(
+            receivers,
+            dialect,
+            HOST,
+            server.port,
+            stream.sink,
+            on_progress=lambda k: ctx.progress.status(f"connecting {k}/{receivers}"),
+        )
+        sender = await connect(dialect, HOST, server.port, stream.sink)
+        conns.append(sender)
+        maker = MessageMaker(dialect, 0, plan.message_size)
+        ctx.progress.status("sync")
+        await sync(sender, maker, conns, stream)
+        check = _checker(setup, stream, conns)
+        load = WindowSender(sender, maker, stream, plan.window)
+        load.start()
+        await tick(ctx, plan.warmup, lambda t: "warming up", check)
+        d0, c0 = stream.delivered, stream.completed
+        r0 = Reading.take(setup)
+        stream.measuring(True)
+        await tick(
+            ctx,
+            plan.measure,
+            lambda t: (
+                f"measuring {t:.1f}/{plan.measure:.0f} s · "
+                f"{(stream.delivered - d0) / max(t, 1e-3):,.0f} deliveries/s"
+            ),
+            check,
+        )
+        stream.measuring(False)
+        r1 = Reading.take(setup)
+        d1, c1 = stream.delivered, stream.completed
+        load.stop()
+        ctx.progress.status("draining")
+        await wait_until(
+            stream.all_complete,
+            DRAIN_TIMEOUT,
+            lambda: _missing(stream, conns),
+            check,
+        )
+        check()
+        use = usage(r0, r1)
+        lat = metrics.latency_summary(stream.completions)
+        return {
+            **use,
+            "messages_per_s": round((c1 - c0) / use["wall_s"], 1),
+            "deliveries_per_s": round((d1 - d0) / use["wall_s"]),
+            "deliveries_per_cpu_s": round((d1 - d0) / max(use["server_cpu_s"], 1e-6)),
+            "complete_p50_ms": lat["p50_ms"],
+            "complete_p99_ms": lat["p99_ms"],
+            "messages_measured": lat["count"],
+            "messages_total": stream.next_seq,
+        }
+    finally:
+        await close_all(conns)
+
+
+def _missing(stream: Broadcast, conns: Sequence[Conn]) -> str:
+    last = stream.next_seq - 1
+    behind = [c for c in conns if c.upto < last]
+    worst = min((c.upto for c in behind), default=last)
+    return (
+        f"{len(behind)} of {len(conns)} receivers did not get every message within "
+        f"{DRAIN_TIMEOUT:.0f} s (last sent #{last}, slowest receiver at #{worst})"
+    )
+
+
+# -- echo ---------------------------------------------------------------------------------
+
+
+class Echo:
+    """Every connection sends a message and waits for it to come back before the next.
+    Each message is a broadcast, so every connection also receives everyone else's."""
+
+    def __init__(self, conns: list[Conn], dialect_name: str, size: int) -> None:
+        dialect = DIALECTS[dialect_name]
+        self.conns = conns
+        for i, conn in enumerate(conns):
+            conn.group = i
+        self.makers = [MessageMaker(dialect, i, size) for i in range(len(conns))]
+        self.tags = [tag(i) for i in range(len(conns))]
+        self.seq = [0] * len(conns)
+        self.sent_at = [0.0] * len(conns)
+        self.waiting = [False] * len(conns)
+        self.syncing = True
+        self.running = False
+        self.measuring = False
+        self.sent = 0
+        self.roundtrips = 0
+        self.delivered = 0
+        self.rtts: list[float] = []
+        self.base: list[int] = []
+
+    def sink(self, conn: Conn, buf: bytes, first: int, last: int, end: int) -> None:
+        if self.syncing:
+            conn.upto = seq_of(buf, last, end)
+            return
+        self.delivered += conn.batch
+        i = conn.group
+        if self.waiting[i] and buf.find(self.tags[i], first, end) >= 0:
+            now = perf()
+            self.waiting[i] = False
+            self.roundtrips += 1
+            if self.measuring:
+                self.rtts.append(now - self.sent_at[i])
+            if self.running:
+                self._send(i)
+
+    def start(self) -> None:
+        self.syncing = False
+        self.base = [conn.count for conn in self.conns]
+        self.running = True
+        for i in range(len(self.conns)):
+            self._send(i)
+
+    def _send(self, i: int) -> None:
+        seq = self.seq[i]
+        self.seq[i] = seq + 1
+        self.sent += 1
+        self.waiting[i] = True
+        self.sent_at[i] = perf()
+        self.conns[i].send(self.makers[i].frame(seq))
+
+    def drained(self) -> bool:
+        return not any(self.waiting) and all(
+            c.count - b == self.sent for c, b in zip(self.conns, self.base, strict=True)
+        )
+
+    def missing(self) -> str:
+        short = [
+            (self.sent - (c.count - b))
+            for c, b in zip(self.conns, self.base, strict=True)
+            if c.count - b != self.sent
+        ]
+        return (
+            f"{len(short)} of {len(self.conns)} connections did not get every message "
+            f"within {DRAIN_TIMEOUT:.0f} s ({self.sent} sent, up to {max(short, default=0)} "
+            f"missing, {sum(self.waiting)} still waiting for their own)"
+        )
+
+
+async def echo_run(ctx: Context, setup: Setup, n: int) -> dict:
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    conns: list[Conn] = []
+    echo: Echo | None = None
+
+    def sink(*args) -> None:
+        if echo is not None:
+            echo.sink(*args)
+
+    try:
+        conns += await connect_many(n, dialect, HOST, server.port, sink)
+        echo = Echo(conns, setup.kind.dialect, plan.message_size)
+        probes = Broadcast(0)
+        ctx.progress.status("sync")
+        await sync(conns[0], echo.makers[0], conns, probes)
+        check = _checker(setup, None, conns)
+        echo.start()
+        await tick(ctx, plan.warmup, lambda t: "warming up", check)
+        rt0, d0 = echo.roundtrips, echo.delivered
+        r0 = Reading.take(setup)
+        echo.measuring = True
+        await tick(
+            ctx,
+            plan.measure,
+            lambda t: (
+                f"measuring {t:.1f}/{plan.measure:.0f} s · "
+                f"{(echo.roundtrips - rt0) / max(t, 1e-3):,.0f} round trips/s"
+            ),
+            check,
+        )
+        echo.measuring = False
+        r1 = Reading.take(setup)
+        rt1, d1 = echo.roundtrips, echo.delivered
+        echo.running = False
+        ctx.progress.status("draining")
+        await wait_until(echo.drained, DRAIN_TIMEOUT, echo.missing, check)
+        check()
+        use = usage(r0, r1)
+        lat = metrics.latency_summary(echo.rtts)
+        return {
+            **use,
+            "roundtrips_per_s": round((rt1 - rt0) / use["wall_s"], 1),
+            "deliveries_per_s": round((d1 - d0) / use["wall_s"]),
+            "deliveries_per_cpu_s": round((d1 - d0) / max(use["server_cpu_s"], 1e-6)),
+            "rtt_p50_ms": lat["p50_ms"],
+            "rtt_p99_ms": lat["p99_ms"],
+        }
+    finally:
+        await close_all(conns)
+
+
+# -- handshakes ---------------------------------------------------------------------------
+
+
+async def handshake_run(ctx: Context, setup: Setup) -> dict:
+    """Connect, wait until ready (our welcome, the 101, socket.io's `40`), close; with
+    `handshake_concurrency` such cycles in parallel."""
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    state = {"running": True, "measuring": False, "cycles": 0, "failure": None}
+    latencies: list[float] = []
+
+    async def worker() -> None:
+        while state["running"]:
+            started = perf()
+            try:
+                conn = await connect(dialect, HOST, server.port)
+            except (OSError, TimeoutError, ConnectionError) as error:
+                state["failure"] = f"a connection failed: {type(error).__name__}: {error}"
+                return
+            ready = perf()
+            conn.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.done), 5)
+            except TimeoutError:
+                conn.abort()
+                state["failure"] = "the server did not close a connection within 5 s of close"
+                return
+            if conn.errors:
+                state["failure"] = f"a client got: {conn.errors[0]}"
+                return
+            state["cycles"] += 1
+            if state["measuring"]:
+                latencies.append(ready - started)
+
+    def check() -> None:
+        setup.check()
+        if state["failure"]:
+            raise RunFailed(state["failure"])
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(plan.handshake_concurrency)]
+    try:
+        await tick(ctx, plan.warmup, lambda t: "warming up", check)
+        n0 = state["cycles"]
+        r0 = Reading.take(setup)
+        state["measuring"] = True
+        await tick(
+            ctx,
+            plan.measure,
+            lambda t: (
+                f"measuring {t:.1f}/{plan.measure:.0f} s · "
+                f"{(state['cycles'] - n0) / max(t, 1e-3):,.0f} handshakes/s"
+            ),
+            check,
+        )
+        state["measuring"] = False
+        r1 = Reading.take(setup)
+        n1 = state["cycles"]
+        state["running"] = False
+        await asyncio.wait_for(asyncio.gather(*workers), 15)
+        check()
+    finally:
+        state["running"] = False
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    use = usage(r0, r1)
+    lat = metrics.latency_summary(latencies)
+    return {
+        **use,
+        "handshakes_per_s": round((n1 - n0) / use["wall_s"], 1),
+        "handshakes_per_cpu_s": round((n1 - n0) / max(use["server_cpu_s"], 1e-6), 1),
+        "handshake_p50_ms": lat["p50_ms"],
+        "handshake_p99_ms": lat["p99_ms"],
+    }
+
+
+# -- cross-instance -----------------------------------------------------------------------
+
+
+async def cross_run(ctx: Context, setup: Setup) -> dict:
+    """Two instances on one Redis; receivers split between them, the sender on the
+    first; a fixed publishing rate; latency of every delivery, local and remote."""
+    plan = ctx.plan
+    a, b = setup.servers
+    dialect = DIALECTS[setup.kind.dialect]
+    half = plan.cross_receivers // 2
+    stream = Broadcast(2 * half + 1, groups=2)
+    conns: list[Conn] = []
+    try:
+        for group, server in enumerate((a, b)):
+            opened = await connect_many(
+                half,
+                dialect,
+                HOST,
+                server.port,
+                stream.sink,
+                on_progress=lambda k, g=group: ctx.progress.status(
+                    f"connecting {g * half + k}/{2 * half}"
+                ),
+            )
+            for conn in opened:
+                conn.group = group
+            conns += opened
+        sender = await connect(dialect, HOST, a.port, stream.sink)
+        conns.append(sender)
+        maker = MessageMaker(dialect, 0, plan.message_size)
+        ctx.progress.status("sync")
+        await sync(sender, maker, conns, stream)
+        check = _checker(setup, stream, conns)
+        load = RateSender(sender, maker, stream, plan.cross_rate)
+        load.start()
+        try:
+            await tick(ctx, plan.warmup, lambda t: "warming up", check)
+            r0 = Reading.take(setup)
+            d0 = stream.delivered
+            stream.measuring(True)
+            await tick(
+                ctx,
+                plan.cross_measure,
+                lambda t: f"measuring {t:.1f}/{plan.cross_measure:.0f} s",
+                check,
+            )
+            stream.measuring(False)
+            r1 = Reading.take(setup)
+            d1 = stream.delivered
+        finally:
+            await load.stop()
+        ctx.progress.status("draining")
+        await wait_until(stream.all_complete, DRAIN_TIMEOUT, lambda: _missing(stream, conns), check)
+        check()
+        use = usage(r0, r1)
+        local, remote = stream.latencies
+        every = metrics.latency_summary(local + remote)
+        near = metrics.latency_summary(local)
+        far = metrics.latency_summary(remote)
+        return {
+            **use,
+            "deliveries_per_s": round((d1 - d0) / use["wall_s"]),
+            "p50_ms": every["p50_ms"],
+            "p99_ms": every["p99_ms"],
+            "local_p99_ms": near["p99_ms"],
+            "remote_p50_ms": far["p50_ms"],
+            "remote_p99_ms": far["p99_ms"],
+            "deliveries_measured": every["count"],
+        }
+    finally:
+        await close_all(conns)
+
+
+# -- slow consumers -----------------------------------------------------------------------
+
+
+async def slow_run(ctx: Context, setup: Setup) -> dict:
+    """Healthy receivers and receivers that stop reading, a sender at a fixed rate;
+    the server's RSS is sampled as it goes."""
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    stream = Broadcast(plan.slow_healthy + 1, groups=1)
+    conns: list[Conn] = []
+    series: list[tuple[float, float]] = []
+    try:
+        baseline = metrics.rss_bytes(server.pid)
+        healthy = await connect_many(plan.slow_healthy, dialect, HOST, server.port, stream.sink)
+        slow = await connect_many(
+            plan.slow_receivers,
+            dialect,
+            HOST,
+            server.port,
+            track_upto,
+            rcvbuf=plan.slow_rcvbuf,
+        )
+        sender = await connect(dialect, HOST, server.port, stream.sink)
+        conns += [*healthy, *slow, sender]
+        maker = MessageMaker(dialect, 0, plan.slow_size)
+        ctx.progress.status("sync")
+        await sync(sender, maker, conns, stream)
+        for conn in slow:
+            conn.transport.pause_reading()
+
+        def check() -> None:
+            setup.check()
+            stream.check()
+            check_connections([*healthy, sender])
+
+        load = RateSender(sender, maker, stream, plan.slow_rate)
+        started = perf()
+        stream.measuring(True)
+        load.start()
+        try:
+            end = started + plan.slow_duration
+            while perf() < end:
+                await asyncio.sleep(0.25)
+                check()
+                rss = metrics.rss_bytes(server.pid)
+                series.append((round(perf() - started, 2), round(rss / 2**20, 1)))
+                ctx.progress.status(
+                    f"slow consumers {perf() - started:.1f}/{plan.slow_duration:.0f} s · "
+                    f"RSS {rss / 2**20:,.0f} MB"
+                )
+        finally:
+            await load.stop()
+        stream.measuring(False)
+        ctx.progress.status("draining the healthy receivers")
+        await wait_until(
+            stream.all_complete, DRAIN_TIMEOUT, lambda: _missing(stream, [*healthy, sender]), check
+        )
+        check()
+        end_rss = metrics.rss_bytes(server.pid)
+        # Let the slow ones read again: those the server has closed see the close.
+        for conn in slow:
+            if not conn.lost:
+                conn.transport.resume_reading()
+        await tick(ctx, 2.0, lambda t: "reading what the slow receivers were sent")
+        closed = sum(1 for c in slow if c.close_code is not None or c.lost)
+        peak = max(mb for _, mb in series) if series else 0.0
+        lat = metrics.latency_summary(stream.latencies[0])
+        return {
+            "baseline_mb": round(baseline / 2**20, 1),
+            "peak_mb": peak,
+            "end_mb": round(end_rss / 2**20, 1),
+            "growth_mb": round(peak - baseline / 2**20, 1),
+            "growth_per_slow_kb": round((peak - baseline / 2**20) * 1024 / plan.slow_receivers),
+            "slow_closed": closed,
+            "slow_close_codes": sorted({c.close_code for c in slow if c.close_code}),
+            "healthy_p99_ms": lat["p99_ms"],
+            "messages_sent": stream.next_seq,
+            "rss_series": series,
+        }
+    finally:
+        await close_all(conns, timeout=3)
+
+
+# -- idle connections ---------------------------------------------------------------------
+
+
+async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) -> None:
+    """`idle_connections` idle clients per server, held by a process of their own; RSS
+    per connection, then the CPU of all the servers idling side by side."""
+    plan = ctx.plan
+    n = plan.idle_connections
+    spawn = multiprocessing.get_context("spawn")
+    setups: dict[str, Setup] = {}
+    holders: dict[str, tuple] = {}
+    figures: dict[str, dict] = {}
+    try:
+        for kind in kinds:
+            ctx.progress.at(f"idle · {kind.label}")
+            try:
+                setup = setups[kind.key] = Setup(kind, ctx.workdir).start()
+                await asyncio.sleep(1.0)
+                baseline = metrics.rss_bytes(setup.servers[0].pid)
+                mine, theirs = spawn.Pipe()
+                process = spawn.Process(
+                    target=hold_idle,
+                    args=(kind.dialect, HOST, setup.servers[0].port, n, theirs),
+                    daemon=True,
+                )
+                process.start()
+                holders[kind.key] = (process, mine)
+                seconds = await _await_holder(ctx, mine, process, n, setup)
+                await tick(ctx, 2.0, lambda t: "settling", setup.check)
+                after = metrics.rss_bytes(setup.servers[0].pid)
+                figures[kind.key] = {
+                    "connections": n,
+                    "connect_s": round(seconds, 2),
+                    "baseline_mb": round(baseline / 2**20, 1),
+                    "rss_mb": round(after / 2**20, 1),
+                    "rss_per_conn_kb": round((after - baseline) / n / 1024, 2),
+                }
+                ctx.progress.line(
+                    f"idle · {kind.label}: {n} connected in {seconds:.1f} s, "
+                    f"{figures[kind.key]['rss_per_conn_kb']:.1f} KB each"
+                )
+            except (RunFailed, ServerFailed, OSError, ConnectionError, TimeoutError) as error:
+                result.errors[kind.key] = _describe(error)
+                ctx.progress.line(f"idle · {kind.label}: FAILED: {result.errors[kind.key]}")
+        live = [k for k in figures if k not in result.errors]
+        if not live:
+            return
+        ctx.progress.at(f"idle · {len(live)} servers side by side")
+        before = {k: Reading.take(setups[k]) for k in live}
+
+        def check() -> None:
+            for k in live:
+                setups[k].check()
+
+        await tick(
+            ctx,
+            plan.idle_window,
+            lambda t: f"idle CPU window {t:.0f}/{plan.idle_window:.0f} s",
+            check,
+        )
+        for k in live:
+            use = usage(before[k], Reading.take(setups[k]))
+            figures[k]["idle_cpu_pct"] = round(use["server_cpu_s"] / use["wall_s"] * 100, 2)
+            figures[k]["idle_redis_cpu_pct"] = use["redis_cpu_pct"]
+            figures[k]["window_s"] = use["wall_s"]
+            process, pipe = holders[k]
+            pipe.send("stop")
+            stats = await _receive(pipe, 30)
+            if stats[0] != "done":
+                raise RunFailed(f"idle holder answered {stats!r}")
+            stats = stats[1]
+            figures[k]["pings_answered"] = stats["pings"]
+            figures[k]["heartbeat_frames"] = stats["heartbeats"]
+            if stats["open"] != n or stats["errors"]:
+                result.errors[k] = (
+                    f"{n - stats['open']} of {n} idle connections were closed by the server "
+                    f"(close codes {stats['close_codes']}); errors: {stats['errors']}"
+                )
+                continue
+            result.runs[k] = [figures[k]]
+            ctx.progress.line(
+                f"idle · {KINDS[k].label}: {figures[k]['idle_cpu_pct']:.2f}% of a core over "
+                f"{use['wall_s']:.0f} s"
+            )
+    finally:
+        for process, pipe in holders.values():
+            process.join(15)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            pipe.close()
+        for setup in setups.values():
+            setup.stop()
+
+
+async def _receive(pipe, timeout: float):
+    deadline = perf() + timeout
+    while not pipe.poll():
+        if perf() > deadline:
+            raise RunFailed("the idle connection holder stopped answering")
+        await asyncio.sleep(0.05)
+    return pipe.recv()
+
+
+async def _await_holder(ctx: Context, pipe, process, n: int, setup: Setup) -> float:
+    while True:
+        if not process.is_alive() and not pipe.poll():
+            raise RunFailed("the idle connection holder died")
+        setup.check()
+        message = await _receive(pipe, 120)
+        if message[0] == "progress":
+            ctx.progress.status(f"connecting {message[1]}/{n}")
+        elif message[0] == "ready":
+            return message[1]
+        else:
+            raise RunFailed(f"opening {n} idle connections failed: {message[1]}")
+
+
+# -- the scenarios ------------------------------------------------------------------------
+
+
+RunOnce = Callable[[Context, Setup], Awaitable[dict]]
+
+USAGE_METRICS = (
+    Metric("server_cpu_pct", "server CPU %", "{:.0f}"),
+    Metric("load_cpu_pct", "load CPU %", "{:.0f}"),
+    Metric("other_cpu0_pct", "other CPU0 %", "{:.0f}"),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    about: str  # what it measures, for the report
+    metrics: tuple[Metric, ...]
+    headline: str  # the metric the ratios are taken of
+    run_once: RunOnce | None = None
+    kinds: tuple[str, ...] = tuple(KINDS)
+    instances: int = 1
+    fresh: bool = False  # a new server for every run (memory figures)
+    repeats: int | None = None  # None: the plan's
+    params: dict = field(default_factory=dict)
+    references: tuple[str, ...] = ("tornado", "websockets")  # ratios are taken against these
+
+
+def scenarios(plan: Plan) -> list[Scenario]:
+    out: list[Scenario] = []
+    for n in plan.fanout:
+        out.append(
+            Scenario(
+                f"fanout-{n}",
+                f"Fan-out to {n} receivers",
+                f"One sender, {n} receivers (the sender receives its own messages too); "
+                f"{plan.window} messages in flight: message i + {plan.window} is sent once "
+                "every receiver has message i. Deliveries per server CPU-second; fan-out "
+                "complete = from send until the last receiver has the message.",
+                (
+                    Metric("deliveries_per_cpu_s", "deliveries / CPU-s", better="higher"),
+                    Metric("deliveries_per_s", "deliveries / s"),
+                    Metric("complete_p50_ms", "complete p50 ms", "{:.1f}", "lower"),
+                    Metric("complete_p99_ms", "complete p99 ms", "{:.1f}", "lower"),
+                    Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                    *USAGE_METRICS,
+                ),
+                "deliveries_per_cpu_s",
+                lambda ctx, setup, n=n: fanout_run(ctx, setup, n),
+                params={"receivers": n, "window": plan.window, "content": plan.message_size},
+            )
+        )
+    for n in plan.echo:
+        out.append(
+            Scenario(
+                f"echo-{n}",
+                f"Echo round trips, {n} connections",
+                f"{n} connections each send a message and wait for it to come back before "
+                "sending the next; every message is broadcast, so each connection also "
+                "receives everyone else's.",
+                (
+                    Metric("deliveries_per_cpu_s", "deliveries / CPU-s", better="higher"),
+                    Metric("roundtrips_per_s", "round trips / s"),
+                    Metric("rtt_p50_ms", "RTT p50 ms", "{:.2f}", "lower"),
+                    Metric("rtt_p99_ms", "RTT p99 ms", "{:.2f}", "lower"),
+                    Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                    *USAGE_METRICS,
+                ),
+                "deliveries_per_cpu_s",
+                lambda ctx, setup, n=n: echo_run(ctx, setup, n),
+                params={"connections": n, "content": plan.message_size},
+            )
+        )
+    out.append(
+        Scenario(
+            "handshakes",
+            "Handshakes",
+            f"{plan.handshake_concurrency} clients in parallel, each in a loop: connect, wait "
+            "until ready (our welcome frame; socket.io's namespace `40`; the 101 for the "
+            "others), close and wait for the server to close.",
+            (
+                Metric("handshakes_per_cpu_s", "handshakes / CPU-s", better="higher"),
+                Metric("handshakes_per_s", "handshakes / s"),
+                Metric("handshake_p50_ms", "p50 ms", "{:.1f}", "lower"),
+                Metric("handshake_p99_ms", "p99 ms", "{:.1f}", "lower"),
+                Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                *USAGE_METRICS,
+            ),
+            "handshakes_per_cpu_s",
+            handshake_run,
+            params={"concurrency": plan.handshake_concurrency},
+        )
+    )
+    out.append(
+        Scenario(
+            "idle",
+            f"{plan.idle_connections} idle connections",
+            f"{plan.idle_connections} connections that send nothing, held by a separate "
+            "process per server. RSS per connection = (VmRSS after connecting - VmRSS "
+            "before) / connections. Idle CPU: all servers then idle side by side for "
+            f"{plan.idle_window:.0f} s (pings and heartbeats answered), CPU as % of a core.",
+            (
+                Metric("rss_per_conn_kb", "RSS / conn KB", "{:.1f}", "lower"),
+                Metric("idle_cpu_pct", "idle CPU %", "{:.2f}", "lower"),
+                Metric("idle_redis_cpu_pct", "redis CPU %", "{:.2f}"),
+                Metric("rss_mb", "RSS MB", "{:.0f}"),
+                Metric("connect_s", "connect s", "{:.1f}"),
+                Metric("pings_answered", "pings"),
+                Metric("heartbeat_frames", "heartbeat frames"),
+            ),
+            "rss_per_conn_kb",
+            repeats=1,
+            params={"connections": plan.idle_connections, "window_s": plan.idle_window},
+        )
+    )
+    out.append(
+        Scenario(
+            "cross-instance",
+            "Cross-instance delivery through Redis",
+            f"Two instances on one Redis, {plan.cross_receivers} receivers split between them, "
+            f"the sender on the first, {plan.cross_rate:.0f} messages/s. Latency of every "
+            "delivery from the moment the message was due to be sent.",
+            (
+                Metric("p99_ms", "p99 ms", "{:.1f}", "lower"),
+                Metric("p50_ms", "p50 ms", "{:.1f}"),
+                Metric("remote_p50_ms", "remote p50 ms", "{:.1f}"),
+                Metric("remote_p99_ms", "remote p99 ms", "{:.1f}"),
+                Metric("local_p99_ms", "local p99 ms", "{:.1f}"),
+                Metric("server_cpu_pct", "servers CPU %", "{:.0f}"),
+                Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                Metric("other_cpu0_pct", "other CPU0 %", "{:.0f}"),
+            ),
+            "p99_ms",
+            cross_run,
+            kinds=("ours", "socketio"),
+            instances=2,
+            references=("socketio",),
+            params={"receivers": plan.cross_receivers, "rate": plan.cross_rate},
+        )
+    )
+    out.append(
+        Scenario(
+            "slow-consumer",
+            "Slow consumers",
+            f"{plan.slow_receivers} receivers stop reading (16 KB receive buffer) while "
+            f"{plan.slow_healthy} healthy ones keep up and a sender sends {plan.slow_rate:.0f} "
+            f"messages/s of {plan.slow_size} characters for {plan.slow_duration:.0f} s. "
+            "Server RSS sampled every 0.25 s; growth = peak - RSS before connecting.",
+            (
+                Metric("growth_mb", "RSS growth MB", "{:.1f}", "lower"),
+                Metric("peak_mb", "peak RSS MB", "{:.1f}"),
+                Metric("end_mb", "RSS at end MB", "{:.1f}"),
+                Metric("slow_closed", "slow closed by server"),
+                Metric("healthy_p99_ms", "healthy p99 ms", "{:.1f}"),
+            ),
+            "growth_mb",
+            slow_run,
+            fresh=True,
+            repeats=1,
+            params={
+                "slow": plan.slow_receivers,
+                "healthy": plan.slow_healthy,
+                "rate": plan.slow_rate,
+                "content": plan.slow_size,
+                "seconds": plan.slow_duration,
+            },
+        )
+    )
+    return out
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    if isinstance(error, TimeoutError):
+        text = "timed out"
+    return text
+
+
+async def run_scenario(
+    ctx: Context, scenario: Scenario, kinds: Sequence[Kind], index: str
+) -> ScenarioResult:
+    """All runs of one scenario for `kinds` (interleaved repeats)."""
+    result = ScenarioResult(params=scenario.params)
+    kinds = [k for k in kinds if k.key in scenario.kinds]
+    if scenario.name == "idle":
+        await idle_all(ctx, kinds, result)
+        return result
+    repeats = scenario.repeats or ctx.plan.repeats
+    setups: dict[str, Setup] = {}
+    try:
+        if not scenario.fresh:
+            for kind in kinds:
+                ctx.progress.at(f"{index} {scenario.name} · starting {kind.label}")
+                try:
+                    setups[kind.key] = Setup(kind, ctx.workdir, scenario.instances).start()
+                except ServerFailed as error:
+                    result.errors[kind.key] = _describe(error)
+        for r in range(repeats):
+            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+            for kind in order:
+                if kind.key in result.errors:
+                    continue
+                where = f"{index} {scenario.name} · {kind.label} · run {r + 1}/{repeats}"
+                ctx.progress.at(where)
+                setup = setups.get(kind.key)
+                try:
+                    if setup is None:
+                        setup = Setup(kind, ctx.workdir, scenario.instances).start()
+                    try:
+                        figures = await asyncio.wait_for(scenario.run_once(ctx, setup), RUN_TIMEOUT)
+                    finally:
+                        if scenario.fresh:
+                            setup.stop()
+                except (
+                    RunFailed,
+                    ServerFailed,
+                    ProtocolError,
+                    OSError,
+                    ConnectionError,
+                    TimeoutError,
+                ) as error:
+                    result.errors[kind.key] = _describe(error)
+                    ctx.progress.line(f"{where}: FAILED: {result.errors[kind.key]}")
+                    continue
+                gc.collect()
+                result.runs.setdefault(kind.key, []).append(figures)
+                metric = next(m for m in scenario.metrics if m.key == scenario.headline)
+                value = figures.get(metric.key)
+                shown = metric.fmt.format(value) if value is not None else "-"
+                ctx.progress.line(f"{where}: {metric.label} {shown}")
+    finally:
+        for setup in setups.values():
+            setup.stop()
+    return result
+
+
+def with_overrides(plan: Plan, **changes) -> Plan:
+    return replace(plan, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,344 @@
+"""The servers under test, each started as its own process, and their private Redis.
+
+Every server process (and redis-server) is pinned to CPU 0; the harness and its load
+run on CPU 1 (`pin_load`), so a server never shares its core with the clients driving
+it. Processes get the highest open-file limit allowed, for the 5000-connection runs.
+
+| key          | what                                                                        |
+|--------------|-----------------------------------------------------------------------------|
+| `ours`       | server.py, every plugin on, redis backend, ratelimit/throttle raised        |
+| `ours-bare`  | server.py, no plugins, memory backend                                       |
+| `tornado`    | bench/reference/bare_tornado.py: `write_message` per client                 |
+| `websockets` | bench/reference/websockets_server.py: `websockets.broadcast()`              |
+| `socketio`   | bench/reference/socketio_server.py: python-socketio + AsyncRedisManager     |
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+LOAD_CPU = 1
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class ServerFailed(Exception):
+    """A server (or its Redis) would not start, or died under load."""
+
+
+# -- CPU placement and limits -------------------------------------------------------
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to its hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def pin_load() -> None:
+    """Pin the calling (load-generating) process to the load CPU."""
+    if can_pin():
+        os.sched_setaffinity(0, {LOAD_CPU})
+    raise_nofile()
+
+
+def place_server(pid: int) -> None:
+    """Pin every thread of server process `pid` to the server CPU and give it the highest
+    open-file limit. Called right after start and again once it listens, which catches
+    threads started in between (new threads inherit the pinning)."""
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    if not can_pin():
+        return
+    try:
+        threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:
+        return  # it already exited; the caller will find out
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {SERVER_CPU})
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, process: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise ServerFailed(f"exited with status {process.returncode}: {tail(log)}")
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"not listening after {timeout:.0f} s: {tail(log)}") from None
+            time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def _stop(process: subprocess.Popen | None) -> int | None:
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+# -- Redis --------------------------------------------------------------------------
+
+
+def redis_binary() -> str:
+    found = os.environ.get("REDIS_SERVER") or shutil.which("redis-server")
+    if not found:
+        raise ServerFailed("redis-server not found: run ./dev bench (it installs one)")
+    return found
+
+
+class Redis:
+    """A private redis-server on a free port (never the shared one on 6379)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir / f"redis-{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Redis:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "redis.log"
+        self.process = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port", str(self.port),
+                "--bind", HOST,
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.workdir),
+                "--loglevel", "warning",
+                "--logfile", str(log),
+                "--maxclients", "10000",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        place_server(self.process.pid)
+        _wait_port(self.port, self.process, START_TIMEOUT, log)
+        place_server(self.process.pid)
+        self._ping()
+        return self
+
+    def _ping(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"redis-server on {self.port} does not answer PING")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self.process = None
+
+
+# -- servers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of server under test."""
+
+    key: str
+    label: str
+    dialect: str  # bench.clients.DIALECTS key
+    redis: bool  # needs a Redis
+    describe: str
+
+    @property
+    def reference(self) -> bool:
+        return not self.key.startswith("ours")
+
+
+KINDS: dict[str, Kind] = {
+    k.key: k
+    for k in (
+        Kind(
+            "ours",
+            "ours (all plugins, redis)",
+            "relay",
+            True,
+            "server.py with config.yaml's plugins all on, redis backend on a private "
+            "redis-server; ratelimit and throttle raised so they never refuse the load",
+        ),
+        Kind(
+            "ours-bare",
+            "ours (no plugins, memory)",
+            "relay",
+            False,
+            "server.py with `plugins: {}` and the memory backend: the core alone",
+        ),
+        Kind(
+            "tornado",
+            "bare Tornado",
+            "plain",
+            False,
+            "bench/reference/bare_tornado.py: a Tornado WebSocketHandler calling "
+            "write_message for each client",
+        ),
+        Kind(
+            "websockets",
+            "websockets",
+            "plain",
+            False,
+            "bench/reference/websockets_server.py: the websockets library's broadcast()",
+        ),
+        Kind(
+            "socketio",
+            "python-socketio (redis)",
+            "socketio",
+            True,
+            "bench/reference/socketio_server.py: python-socketio AsyncServer with "
+            "AsyncRedisManager on a private redis-server, served by aiohttp",
+        ),
+    )
+}
+
+
+def our_config(kind: Kind, port: int, redis_url: str | None) -> dict:
+    """config.yaml as shipped, adjusted for a benchmark instance of `kind`."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = copy.deepcopy(config)
+    config["server"].update(host=HOST, port=port, instance_id=f"bench-{port}", shutdown_timeout=3)
+    config["logging"] = {"format": "plain", "level": "warning"}
+    if kind.key == "ours-bare":
+        config["store"] = {"backend": "memory"}
+        config["plugins"] = {}
+        return config
+    config["store"].update(backend="redis", redis_url=redis_url)
+    plugins = config["plugins"]
+    # Raised so that the limits never refuse the benchmark's load (all from one IP).
+    plugins["throttle"]["max_connections_per_ip"] = 1_000_000
+    plugins["ratelimit"]["max_messages_per_second"] = 1_000_000
+    plugins["ratelimit"]["burst"] = 1_000_000
+    return config
+
+
+class Server:
+    """One server process of `kind` on a free port, pinned to the server CPU."""
+
+    def __init__(self, kind: Kind, workdir: Path, redis: Redis | None = None) -> None:
+        if kind.redis and redis is None:
+            raise ValueError(f"{kind.key} needs a Redis")
+        self.kind = kind
+        self.redis = redis
+        self.port = free_port()
+        self.workdir = workdir
+        self.log_path = workdir / f"{kind.key}-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        redis_url = self.redis.url if self.redis is not None else None
+        key = self.kind.key
+        if key.startswith("ours"):
+            config_path = self.workdir / f"config-{self.port}.yaml"
+            config = our_config(self.kind, self.port, redis_url)
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            return [sys.executable, str(ROOT / "server.py"), "--config", str(config_path)]
+        script = {
+            "tornado": "bare_tornado.py",
+            "websockets": "websockets_server.py",
+            "socketio": "socketio_server.py",
+        }[key]
+        command = [sys.executable, str(ROOT / "bench" / "reference" / script)]
+        command += ["--port", str(self.port)]
+        if redis_url is not None:
+            command += ["--redis-url", redis_url]
+        return command
+
+    def start(self) -> Server:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        place_server(self.process.pid)
+        _wait_port(self.port, self.process, START_TIMEOUT, self.log_path)
+        place_server(self.process.pid)
+        return self
+
+    def check(self) -> None:
+        """Fail if the server process has died."""
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise ServerFailed(
+                f"{self.kind.label} exited (status {code}) during the run: {tail(self.log_path)}"
+            )
+
+    def stop(self) -> int | None:
+        code = _stop(self.process)
+        return code
