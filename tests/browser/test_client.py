@@ -179,6 +179,27 @@ def test_server_restart_resumes_the_session_without_duplicates(
         assert replayed == ["after the restart"], server.log()
 
 
+def test_a_tab_that_leaves_and_comes_back_gets_what_it_missed(processes, client_pages):
+    server = processes()
+    alice = client_pages(server)
+    bob = client_pages(server)
+    bob_id = bob.client_id()
+    alice.send("seen by both")
+    expect(bob.message("seen by both")).to_have_count(1)
+
+    bob.page.goto("about:blank")
+    wait_for(lambda: server.health()[1]["connections"] == 1, what="bob's tab to go")
+    alice.send("sent while bob was away")
+    expect(alice.message("sent while bob was away")).to_have_count(1)
+    bob.open().wait_open()
+
+    expect(bob.testid("session")).to_have_text("resumed")
+    expect(bob.testid("client-id")).to_have_text(bob_id)
+    expect(bob.message("sent while bob was away")).to_have_attribute("data-history", "true")
+    expect(bob.message("sent while bob was away").locator(".tag")).to_have_text("history")
+    assert bob.contents() == ["sent while bob was away"]
+
+
 def test_message_content_is_text_not_markup(processes, client_pages):
     server = processes()
     # Without the CSP safety net, so that only the client's own rendering is on test.
