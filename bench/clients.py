@@ -10,7 +10,8 @@ skips a copy.
 Three dialects, one per kind of server (`Dialect`):
 
 - `relay`: our server. The first frame is a JSON welcome; heartbeats and history replays
-  are told apart from live messages by their first bytes; `error` frames are recorded.
+  (`"history":true` near the start) are told apart from live messages by their first
+  bytes; `error` frames are recorded.
 - `plain`: the bare Tornado and `websockets` references, which relay whatever a client
   sends. The load sends them frames of the same shape as our server's message frames.
 - `socketio`: engine.io v4 / socket.io v5 text packets over a plain WebSocket: `0{...}`
@@ -286,7 +287,7 @@ class Conn(asyncio.Protocol):
         if dialect == "relay":
             if payload.startswith(b'{"type":"heartbeat"'):
                 self.heartbeats += 1
-            elif payload.startswith(b'{"type":"message","history"'):
+            elif b'"history":true' in payload[:48]:
                 self.history += 1
             elif payload.startswith(b'{"type":"welcome"'):
                 self.welcome = json.loads(payload)

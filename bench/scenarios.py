@@ -70,13 +70,13 @@ class Plan:
     idle_connections: int = 5000
     idle_window: float = 60.0
     cross_receivers: int = 1000
-    cross_rate: float = 100.0  # messages per second
-    cross_measure: float = 4.0
+    cross_rate: float = 10.0  # messages per second, into all the receivers
+    cross_measure: float = 5.0
     slow_receivers: int = 20
     slow_healthy: int = 4
-    slow_rate: float = 400.0
-    slow_size: int = 1024
-    slow_duration: float = 12.0
+    slow_rate: float = 500.0
+    slow_size: int = 4096
+    slow_duration: float = 10.0
     slow_rcvbuf: int = 16384
 
     @classmethod

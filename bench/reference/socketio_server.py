@@ -31,6 +31,10 @@ def main() -> None:
         client_manager=socketio.AsyncRedisManager(args.redis_url),
         logger=False,
         engineio_logger=False,
+        # Handle a client's events one after another: with the default (a task per
+        # event) two emits can reach Redis in either order, and receivers see one
+        # sender's messages out of order.
+        async_handlers=False,
     )
 
     @sio.on("message")
