@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.frames import message_payload, text_frame
 
@@ -34,27 +34,44 @@ def parse_id(message_id: str) -> tuple[int, int] | None:
     return int(ms), int(seq)
 
 
-@dataclass(slots=True)
 class Entry:
-    """One ordered message: its id, priority and JSON payload; framed once, lazily."""
+    """One ordered message: its id, priority and WebSocket frame, built once.
 
-    id: str
-    priority: int
-    payload: bytes
-    ts: float = 0.0  # wall-clock seconds when the sender's instance received it
-    cls: str = ""  # the message class, for per-class metrics
-    key: tuple[int, int] | None = field(default=None, repr=False)
-    _frame: bytes | None = field(default=None, repr=False)
+    Only the frame is kept (the JSON payload is a view into it), so a message held by
+    the history log and by slow clients' queues costs its size once.
+    """
 
-    def __post_init__(self) -> None:
-        if self.key is None:
-            self.key = parse_id(self.id)
+    __slots__ = ("_start", "cls", "frame", "id", "key", "priority", "ts")
+
+    def __init__(
+        self,
+        id: str,
+        priority: int,
+        payload: bytes,
+        ts: float = 0.0,
+        cls: str = "",
+        key: tuple[int, int] | None = None,
+    ) -> None:
+        self.id = id
+        self.priority = priority
+        self.frame = text_frame(payload)
+        self._start = len(self.frame) - len(payload)
+        self.ts = ts  # wall-clock seconds when the sender's instance received it
+        self.cls = cls  # the message class, for per-class metrics
+        self.key = key if key is not None else parse_id(id)
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.id} p={self.priority}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entry) and (self.id, self.frame) == (other.id, other.frame)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
-    def frame(self) -> bytes:
-        if self._frame is None:
-            self._frame = text_frame(self.payload)
-        return self._frame
+    def payload(self) -> bytes:
+        """The frame's JSON (a copy: needed only for replays)."""
+        return self.frame[self._start :]
 
     @classmethod
     def from_tail(
@@ -64,7 +81,7 @@ class Entry:
 
     def history_frame(self) -> bytes:
         """The same message marked `"history": true`, for a replay."""
-        return text_frame(b'{"history":true,' + self.payload[1:])
+        return text_frame(b'{"history":true,' + memoryview(self.frame)[self._start + 1 :])
 
 
 Deliver = Callable[[Entry], None]
@@ -99,8 +116,9 @@ class Broker(abc.ABC):
         """Messages after id `cursor` (at most the last `limit`), oldest first."""
 
     @abc.abstractmethod
-    def set_log(self, policy: LogPolicy) -> None:
-        """Keep `policy.size` recent messages for `policy.ttl` seconds from now on."""
+    def set_log(self, policy: LogPolicy | None) -> None:
+        """Keep `policy.size` recent messages for `policy.ttl` seconds from now on
+        (None: no history is wanted; the broker keeps only what it needs itself)."""
 
     @property
     def distributed(self) -> bool:

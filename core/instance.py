@@ -41,15 +41,12 @@ log = logging.getLogger("server")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
 
-# Without the history plugin the broker still keeps a short log, which a Redis
-# subscriber uses to recover what it missed while reconnecting.
-RECOVERY_LOG = LogPolicy(size=1000, ttl=60.0)
 
-
-def log_policy(settings: Settings) -> LogPolicy:
+def log_policy(settings: Settings) -> LogPolicy | None:
+    """What the history plugin asks the broker to keep; None without it."""
     history = settings.plugin("history")
     if history is None:
-        return RECOVERY_LOG
+        return None
     return LogPolicy(size=history.size, ttl=history.ttl)
 
 

@@ -6,11 +6,14 @@ recipient socket write.
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -72,6 +75,17 @@ class Metrics:
         self.hook_errors = Counter(
             "ws_hook_errors", "Plugin hooks that raised", ["plugin", "hook"], registry=r
         )
+        # Resources, so a leak shows on a dashboard before it shows in an outage.
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
+        tasks = Gauge("ws_asyncio_tasks", "asyncio tasks alive in this process", registry=r)
+        tasks.set_function(_task_count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _task_count() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the loop
+        return 0

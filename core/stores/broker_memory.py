@@ -31,15 +31,18 @@ class IdClock:
 class MemoryBroker(Broker):
     """Orders messages in this process and keeps the last ones for history."""
 
-    def __init__(self, policy: LogPolicy, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, policy: LogPolicy | None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self._clock = clock
         self._ids = IdClock(clock)
-        self._log: deque[Entry] = deque(maxlen=policy.size)
+        self._log: deque[Entry] = deque(maxlen=0)
+        self.set_log(policy)
 
-    def set_log(self, policy: LogPolicy) -> None:
-        if policy.size != self._log.maxlen:
-            self._log = deque(self._log, maxlen=policy.size)
+    def set_log(self, policy: LogPolicy | None) -> None:
+        # Nobody recovers from a local log, so without history it keeps nothing.
+        size = policy.size if policy is not None else 0
+        if size != self._log.maxlen:
+            self._log = deque(self._log, maxlen=size)
 
     def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
         entry = Entry.from_tail(self._ids.next(), priority, tail, ts, cls)

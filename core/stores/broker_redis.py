@@ -29,6 +29,9 @@ from core.stores.redis_link import COMMAND_TIMEOUT, LinkDown, RedisLink, redact
 
 log = logging.getLogger("pubsub")
 
+# Without the history plugin the stream still keeps a short log: the subscriber recovers
+# from it what it missed while reconnecting.
+RECOVERY_LOG = LogPolicy(size=1000, ttl=60.0)
 RESUBSCRIBE_FIRST = 0.05
 RESUBSCRIBE_MAX = 2.0
 
@@ -45,7 +48,7 @@ class RedisBroker(Broker):
         link: RedisLink,
         keys: Keys,
         channel: str,
-        policy: LogPolicy,
+        policy: LogPolicy | None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
@@ -62,7 +65,8 @@ class RedisBroker(Broker):
         self._stopped = False
         link.on_down(self._on_link_down)
 
-    def set_log(self, policy: LogPolicy) -> None:
+    def set_log(self, policy: LogPolicy | None) -> None:
+        policy = policy or RECOVERY_LOG
         self.size = policy.size
         self.ttl_ms = int(policy.ttl * 1000)
 

@@ -46,7 +46,7 @@ class Stores:
     sessions: SessionStore
     rate_limiter: RateLimiter
     connections: ConnectionCounter
-    log_policy: LogPolicy
+    log_policy: LogPolicy | None  # what history wants kept; None without history
 
     def local_broker(self) -> Broker:
         """The broker for this instance alone."""
@@ -65,7 +65,7 @@ class Stores:
         """Release what this instance holds in the store."""
 
 
-def memory_stores(log_policy: LogPolicy) -> Stores:
+def memory_stores(log_policy: LogPolicy | None) -> Stores:
     return Stores(
         backend="memory",
         sessions=MemorySessionStore(time.time),
@@ -82,7 +82,7 @@ class RedisStores(Stores):
         self,
         link: RedisLink,
         keys: Keys,
-        log_policy: LogPolicy,
+        log_policy: LogPolicy | None,
         instance_id: str,
         instance_ttl: float,
     ) -> None:
@@ -110,7 +110,7 @@ class RedisStores(Stores):
 
 
 async def open_stores(
-    settings: StoreSettings, log_policy: LogPolicy, instance_id: str, metrics: Metrics
+    settings: StoreSettings, log_policy: LogPolicy | None, instance_id: str, metrics: Metrics
 ) -> Stores:
     """The stores for `settings.backend`; `auto` picks redis if it answers now."""
     if settings.backend == "memory":
