@@ -50,6 +50,7 @@ class Entry:
         payload: bytes,
         ts: float = 0.0,
         cls: str = "",
+        *,
         key: tuple[int, int] | None = None,
     ) -> None:
         self.id = id

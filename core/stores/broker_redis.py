@@ -210,7 +210,7 @@ class RedisBroker(Broker):
             data,
             ts if isinstance(ts, (int, float)) else 0.0,
             str(obj.get("class", "")),
-            key,
+            key=key,
         )
         if self._deliver is not None:
             self._deliver(entry)
