@@ -212,16 +212,21 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader whose bad scalars (2024-02-30, !!int abc, a 5000-digit number) are
-    YAML errors with a position, like every other mistake in the text."""
+    """SafeLoader whose bad scalars (2024-02-30, !!int abc, a 5000-digit number, a bare
+    !!bool) are YAML errors with a position, like every other mistake in the text,
+    rather than whatever exception PyYAML's constructor happens to raise."""
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as error:
-            raise ConstructorError(
-                None, None, f"cannot read this value ({str(error).split(';')[0]})", node.start_mark
-            ) from None
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as error:  # PyYAML's constructors raise all kinds on odd input
+            kind = node.tag.rsplit(":", 1)[-1]
+            problem = f"cannot read this value as {kind}"
+            if type(error) is ValueError and str(error):  # says what is wrong
+                problem += f" ({str(error).split(';')[0]})"
+            raise ConstructorError(None, None, problem, node.start_mark) from None
 
 
 def _check_duplicates(loader: _Loader, root: Node) -> None:

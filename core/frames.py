@@ -71,13 +71,30 @@ def parse_client_frame(data: str | bytes, classes: Mapping[str, int]) -> ClientM
     content = obj.get("content")
     if not isinstance(content, str):
         raise FrameError(INVALID_MESSAGE, f"'content' must be a string; got {_show(content)}")
+    if not content.isascii() and not _is_unicode(content):
+        # JSON may spell a lone surrogate ("\ud800"), which no UTF-8 frame can carry.
+        raise FrameError(INVALID_MESSAGE, "'content' must be Unicode text (no lone surrogates)")
     return ClientMessage(cls, content)
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _show(value: object) -> str:
+    """A client's value, short, for an error message (which must itself be sendable)."""
     if value is None:
         return "nothing"
-    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return "an unreadable value"
+    if not _is_unicode(text):
+        text = json.dumps(value)  # \u escapes for lone surrogates
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -46,25 +46,24 @@ class Outbox(Generic[T]):
         """Queue `item`; return how many items were dropped to stay within the limit."""
         if not self.policy.ordered:
             priority = 0
+        limit = self.policy.limit
         dropped = 0
-        if self._len >= self.policy.limit:
+        while self._len > limit:
+            # The limit was lowered by a reload: shed the excess from the bottom.
+            self._drop_lowest()
+            dropped += 1
+        if self._len >= limit:
             lowest = self._lowest_level()
             if lowest is None or priority < lowest:
-                return 1  # the new item is the lowest of all: it is the one dropped
-            self._buckets[lowest].popleft()
-            self._len -= 1
-            dropped = 1
+                return dropped + 1  # the new item is the lowest of all: it is the one dropped
+            self._drop_lowest()
+            dropped += 1
         bucket = self._buckets.get(priority)
         if bucket is None:
             bucket = self._buckets[priority] = deque()
             bisect.insort(self._levels, priority)
         bucket.append(item)
         self._len += 1
-        while self._len > self.policy.limit:
-            # The limit was lowered by a reload: shed the excess from the bottom.
-            self._buckets[self._lowest_level()].popleft()
-            self._len -= 1
-            dropped += 1
         return dropped
 
     def pop(self) -> T:
@@ -88,6 +87,11 @@ class Outbox(Generic[T]):
         self._levels.clear()
         self._len = 0
         return n
+
+    def _drop_lowest(self) -> None:
+        """Drop the oldest item of the lowest priority."""
+        self._buckets[self._lowest_level()].popleft()
+        self._len -= 1
 
     def _lowest_level(self) -> int | None:
         for level in self._levels:

@@ -48,9 +48,11 @@ def join(path: str, key: object) -> str:
 
 
 def join_key(path: str, key: object) -> str:
-    """The path of mapping key `key` under `path`, whatever the key's type (YAML keys
-    may be numbers, booleans or null: they are shown as written, not as list indices)."""
-    text = key if isinstance(key, str) else describe(key)
+    """The path of mapping key `key` under `path`, whatever the key's type: YAML keys
+    may be numbers, booleans or null (shown as written, not as list indices) or strings
+    that would break the one-line message (shown quoted and escaped)."""
+    plain = isinstance(key, str) and key.isprintable() and 0 < len(key) <= 40
+    text = key if plain else describe(key)
     return f"{path}.{text}" if path else text
 
 
