@@ -4,7 +4,8 @@ The interval is that of the first tier whose `max_clients` is at least the numbe
 connected clients (a tier without `max_clients` takes all). Each tick sends every client
 a `heartbeat` frame and a WebSocket ping, and `timeout` seconds later closes the clients
 that have not answered that ping (1011, "heartbeat timeout"). When the tier changes,
-the callback is rescheduled and the next frames carry the new interval.
+the callback is rescheduled and the clients are told the new interval at once (a
+heartbeat frame without a ping, at most once a second).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Tier:
 
 
 DEFAULT_TIERS = [Tier(5.0, 1), Tier(15.0, 2), Tier(30.0)]
+ANNOUNCE_GAP = 1.0  # seconds between out-of-turn heartbeat frames after tier changes
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class HeartbeatPlugin(Plugin):
         self.interval = choose_interval(settings.tiers, 0)
         self._callback: PeriodicCallback | None = None
         self._last_tick = services.clock()
+        self._last_announce = float("-inf")
         self._checks: set[asyncio.TimerHandle] = set()
 
     async def on_startup(self) -> None:
@@ -124,21 +127,35 @@ class HeartbeatPlugin(Plugin):
         if self._callback is not None:
             self._callback.stop()
         self._callback = PeriodicCallback(self._tick, interval * 1000)
-        if not force and tick_now_on_change(self._last_tick, self.services.clock(), interval):
-            self._tick()
+        if not force:
+            if tick_now_on_change(self._last_tick, self.services.clock(), interval):
+                self._tick(clients)
+            else:
+                self._announce(clients)
         self._callback.start()
 
-    def _tick(self) -> None:
-        hub = self.services.hub
-        now = self._last_tick = self.services.clock()
-        frame = frames.json_frame(
+    def _frame(self, clients: int) -> bytes:
+        return frames.json_frame(
             {
                 "type": "heartbeat",
                 "interval": self.interval,
-                "clients": len(hub),
+                "clients": clients,
                 "ts": self.services.wall(),
             }
         )
+
+    def _announce(self, clients: int) -> None:
+        """Tell clients a new interval now, not at the next tick (a client watching for
+        silence needs it); at most once per ANNOUNCE_GAP so churn cannot flood them."""
+        now = self.services.clock()
+        if now - self._last_announce >= ANNOUNCE_GAP:
+            self._last_announce = now
+            self.services.hub.send_to_all(self._frame(clients), SYSTEM_PRIORITY)
+
+    def _tick(self, clients: int | None = None) -> None:
+        hub = self.services.hub
+        now = self._last_tick = self.services.clock()
+        frame = self._frame(len(hub) if clients is None else clients)
         if hub.send_to_all(frame + frames.PING_FRAME, SYSTEM_PRIORITY):
             loop = asyncio.get_running_loop()
             handle = loop.call_later(self.settings.timeout, self._check, now)

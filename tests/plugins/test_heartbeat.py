@@ -48,6 +48,9 @@ async def test_heartbeats_carry_the_interval_of_the_current_tier(servers):
     assert isinstance(beat["ts"], float)
     second = await WsClient.connect(server.port)
     assert second.welcome["heartbeat"] == {"interval": 0.6}
+    # The first client is told the new interval at once, not at its next tick.
+    announced = await first.recv_type("heartbeat", timeout=0.15, interval=0.6)
+    assert announced["clients"] == 2
     # The next frames carry the new interval.
     beat = await second.recv_type("heartbeat", timeout=2)
     assert beat == {**beat, "interval": 0.6, "clients": 2}
