@@ -85,11 +85,35 @@ class StoreSettings:
     instance_ttl: float = setting(30.0, ge=1, le=60)
 
     def check(self, path: str) -> None:
+        where = join(path, "redis_url")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
-                join(path, "redis_url"),
+                where,
                 f"expected a redis://, rediss:// or unix:// URL, got {describe(self.redis_url)}",
             )
+        problem = _redis_url_problem(self.redis_url)
+        if problem:
+            # The URL is not shown: it may hold a password.
+            raise ConfigError(where, f"not a usable Redis URL: {problem}")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What the store would trip over in `url`, found by the same parser it uses."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+        parts = urlsplit(url)
+    except ValueError as error:
+        return str(error).rstrip(".")
+    if parts.scheme == "unix":
+        return (
+            None if parts.path else "a unix:// URL needs a socket path (unix:///path/to/redis.sock)"
+        )
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"the database number must be a number, got {describe(db)}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -668,7 +668,35 @@ def test_bad_redis_url_scheme(tmp_path, url):
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/0", "rediss://cache.example:6380/1", "unix:///tmp/r.sock"]
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:abc/0", "Port could not be cast to integer value as 'abc'"),
+        ("redis://127.0.0.1:70000/0", "Port out of range 0-65535"),
+        ("redis://127.0.0.1:6379/zero", "the database number must be a number, got 'zero'"),
+        ("redis://127.0.0.1:6379/0?db=x", "Invalid value for 'db' in connection URL"),
+        ("unix://", "a unix:// URL needs a socket path (unix:///path/to/redis.sock)"),
+    ],
+)
+def test_redis_url_the_store_could_not_use(tmp_path, url, problem):
+    assert changes_error(tmp_path, {"store": {"redis_url": url}}) == (
+        f"store.redis_url: not a usable Redis URL: {problem}"
+    )
+
+
+def test_a_redis_url_error_does_not_show_the_password(tmp_path):
+    message = changes_error(tmp_path, {"store": {"redis_url": "redis://u:s3cret@h:x/0"}})
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://cache.example:6380/1",
+        "redis://u:p@[::1]/3",
+        "unix:///tmp/r.sock",
+        "unix:///tmp/r.sock?db=2",
+    ],
 )
 def test_good_redis_urls(tmp_path, url):
     assert load_changes(tmp_path, {"store": {"redis_url": url}}).store.redis_url == url
