@@ -53,6 +53,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
     instance = Instance(settings, REGISTRY)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # Before starting, so that a SIGTERM while Redis is slow to answer still ends in an
+    # orderly stop (and exit 0) instead of the default handler killing the process.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP while starting: no reload")
     try:
         await instance.start()
     except OSError as error:
@@ -63,10 +70,6 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
             error.strerror or error,
         )
         return 1
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     reloads: set[asyncio.Task] = set()
 
     def on_sighup() -> None:
