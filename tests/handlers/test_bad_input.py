@@ -10,6 +10,7 @@ import json
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.support.raw_ws import RawWebSocket
 from tests.support.ws_client import WsClient
 
 _counter = itertools.count()
@@ -140,6 +141,34 @@ async def test_oversized_frame_gets_an_error_then_close_1009(servers, binary, si
     await assert_served(newcomer, witness)
     _, health = await health_of(server)
     assert health["connections"] == 2
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_fragmented_message_over_the_limit_gets_the_error_then_1009(servers):
+    server, _, witness = await pair(servers, {"server": {"max_message_size": 1024}})
+    raw = await RawWebSocket.connect(server.port)
+    assert (await raw.read_json())["type"] == "welcome"
+    # Each fragment is under the limit; together they are not.
+    raw.send_frame(0x1, b'{"type": "normal", "content": "' + b"x" * 600, fin=False)
+    raw.send_frame(0x0, b"y" * 600 + b'"}', fin=True)
+    frame = await raw.read_json()
+    assert frame["type"] == "error"
+    assert frame["code"] == "invalid_message"
+    assert await raw.close_code() == 1009
+    raw.close()
+    await assert_served(witness)
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_fragmented_message_within_the_limit_is_one_message(servers):
+    server, _, witness = await pair(servers)
+    raw = await RawWebSocket.connect(server.port)
+    await raw.read_json()
+    raw.send_frame(0x1, b'{"type": "normal", ', fin=False)
+    raw.send_frame(0x0, b'"content": "in ', fin=False)
+    raw.send_frame(0x0, b'pieces"}', fin=True)
+    assert (await witness.recv_type("message"))["content"] == "in pieces"
+    raw.close()
 
 
 @pytest.mark.gen_test(timeout=20)
