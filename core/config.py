@@ -27,7 +27,7 @@ from core.schema import ConfigError, build, describe, join, join_key, setting, u
 class ServerSettings:
     """The `server:` block: where to listen and how to treat clients and proxies."""
 
-    host: str = "127.0.0.1"
+    host: str = setting("127.0.0.1", non_empty=True)  # "" would mean every interface
     port: int = setting(8200, ge=0, le=65535)
     instance_id: str | None = setting(None, non_empty=True)
     max_message_size: int = setting(65536, ge=128)

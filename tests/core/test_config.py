@@ -505,6 +505,7 @@ def test_yaml_spelling_of_booleans_and_numbers_is_understood(tmp_path):
             "server.shutdown_timeout: must be greater than 0, got -1.5",
         ),
         ({"server": {"instance_id": ""}}, "server.instance_id: must not be empty"),
+        ({"server": {"host": ""}}, "server.host: must not be empty"),
         ({"store": {"instance_ttl": 120}}, "store.instance_ttl: must be at most 60, got 120"),
         (
             plugin("throttle", max_connections_per_ip=0),
