@@ -696,8 +696,8 @@ def test_a_redis_url_error_does_not_show_the_password(tmp_path):
         "redis://127.0.0.1:6379/0",
         "rediss://cache.example:6380/1",
         "redis://u:p@[::1]/3",
-        "unix:///tmp/r.sock",
-        "unix:///tmp/r.sock?db=2",
+        "unix:///var/run/redis/redis.sock",
+        "unix:///var/run/redis/redis.sock?db=2",
     ],
 )
 def test_good_redis_urls(tmp_path, url):
