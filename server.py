@@ -60,8 +60,19 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP while starting: no reload")
+    starting = asyncio.ensure_future(instance.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        # Stopped before it listened (Redis slow to answer): give up starting, in time.
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await instance.abandon()
+        log.info("signal received while starting: stopped")
+        return 0
+    stopping.cancel()
     try:
-        await instance.start()
+        starting.result()
     except OSError as error:
         log.error(
             "cannot listen on %s:%s: %s",

@@ -253,6 +253,10 @@ class Instance:
         while not condition() and loop.time() < deadline:  # noqa: ASYNC110 - a poll over many sockets
             await asyncio.sleep(0.01)
 
+    async def abandon(self) -> None:
+        """Release what a start-up cut short had taken."""
+        await self._release()
+
     async def _release(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.refusals.close()
