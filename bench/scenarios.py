@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import multiprocessing
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,7 +64,7 @@ class Plan:
     measure: float = 3.0
     repeats: int = 3
     message_size: int = 64  # characters of `content`
-    window: int = 32  # fan-out: messages in flight
+    in_flight: int = 3200  # fan-out: deliveries in flight (window = in_flight / receivers)
     fanout: tuple[int, ...] = (100, 1000)
     echo: tuple[int, ...] = (16, 100)
     handshake_concurrency: int = 16
@@ -76,7 +77,7 @@ class Plan:
     slow_healthy: int = 4
     slow_rate: float = 500.0
     slow_size: int = 4096
-    slow_duration: float = 10.0
+    slow_duration: float = 8.0
     slow_rcvbuf: int = 16384
 
     @classmethod
@@ -235,8 +236,13 @@ def _checker(setup: Setup, stream: Broadcast | None, conns: list[Conn]) -> Calla
     return check
 
 
+def fanout_window(plan: Plan, receivers: int) -> int:
+    """Messages in flight: about `in_flight` deliveries, whatever the receivers."""
+    return max(2, math.ceil(plan.in_flight / (receivers + 1)))
+
+
 async def fanout_run(ctx: Context, setup: Setup, receivers: int) -> dict:
-    """One sender, `receivers` receivers; `window` messages in flight."""
+    """One sender, `receivers` receivers; a window of messages in flight."""
     plan = ctx.plan
     server = setup.servers[0]
     dialect = DIALECTS[setup.kind.dialect]
@@ -257,7 +263,7 @@ async def fanout_run(ctx: Context, setup: Setup, receivers: int) -> dict:
         ctx.progress.status("sync")
         await sync(sender, maker, conns, stream)
         check = _checker(setup, stream, conns)
-        load = WindowSender(sender, maker, stream, plan.window)
+        load = WindowSender(sender, maker, stream, fanout_window(plan, receivers))
         load.start()
         await tick(ctx, plan.warmup, lambda t: "warming up", check)
         d0, c0 = stream.delivered, stream.completed
@@ -820,14 +826,16 @@ class Scenario:
 def scenarios(plan: Plan) -> list[Scenario]:
     out: list[Scenario] = []
     for n in plan.fanout:
+        window = fanout_window(plan, n)
         out.append(
             Scenario(
                 f"fanout-{n}",
                 f"Fan-out to {n} receivers",
                 f"One sender, {n} receivers (the sender receives its own messages too); "
-                f"{plan.window} messages in flight: message i + {plan.window} is sent once "
-                "every receiver has message i. Deliveries per server CPU-second; fan-out "
-                "complete = from send until the last receiver has the message.",
+                f"{window} messages in flight (about {plan.in_flight} deliveries): message "
+                f"i + {window} is sent once every receiver has message i. Deliveries per "
+                "server CPU-second; fan-out complete = from send until the last receiver "
+                "has the message.",
                 (
                     Metric("deliveries_per_cpu_s", "deliveries / CPU-s", better="higher"),
                     Metric("deliveries_per_s", "deliveries / s"),
@@ -838,7 +846,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 ),
                 "deliveries_per_cpu_s",
                 lambda ctx, setup, n=n: fanout_run(ctx, setup, n),
-                params={"receivers": n, "window": plan.window, "content": plan.message_size},
+                params={"receivers": n, "window": window, "content": plan.message_size},
             )
         )
     for n in plan.echo:

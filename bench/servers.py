@@ -45,7 +45,9 @@ class ServerFailed(Exception):
 
 
 def can_pin() -> bool:
-    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    """Whether the machine has both CPUs (not this process's affinity, which pin_load
+    has narrowed to one)."""
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > max(SERVER_CPU, LOAD_CPU)
 
 
 def raise_nofile() -> int:
@@ -62,6 +64,8 @@ def pin_load() -> None:
     """Pin the calling (load-generating) process to the load CPU."""
     if can_pin():
         os.sched_setaffinity(0, {LOAD_CPU})
+        if os.sched_getaffinity(0) != {LOAD_CPU}:
+            raise ServerFailed(f"could not pin the load to CPU {LOAD_CPU}")
     raise_nofile()
 
 
@@ -83,6 +87,19 @@ def place_server(pid: int) -> None:
             os.sched_setaffinity(tid, {SERVER_CPU})
         except (ProcessLookupError, FileNotFoundError):
             pass
+
+
+def check_placement(pid: int) -> None:
+    """Fail unless every thread of `pid` is pinned to the server CPU."""
+    if not can_pin():
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cpus = os.sched_getaffinity(int(tid))
+        except ProcessLookupError:
+            continue
+        if cpus != {SERVER_CPU}:
+            raise ServerFailed(f"process {pid} runs on CPUs {sorted(cpus)}, not {SERVER_CPU}")
 
 
 def free_port() -> int:
@@ -174,6 +191,7 @@ class Redis:
         place_server(self.process.pid)
         _wait_port(self.port, self.process, START_TIMEOUT, log)
         place_server(self.process.pid)
+        check_placement(self.process.pid)
         self._ping()
         return self
 
@@ -329,6 +347,7 @@ class Server:
         place_server(self.process.pid)
         _wait_port(self.port, self.process, START_TIMEOUT, self.log_path)
         place_server(self.process.pid)
+        check_placement(self.process.pid)
         return self
 
     def check(self) -> None:
