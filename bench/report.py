@@ -246,8 +246,8 @@ def chart(results: dict, path: Path) -> Path | None:
 
 def _bars(ax, title: str, scenarios: list[dict], key, labels: dict) -> None:
     ax.set_title(title, fontsize=11)
-    if not scenarios:
-        ax.set_axis_off()
+    if not any(s["median"] for s in scenarios):
+        _empty(ax)
         return
     groups: list[tuple[str, str]] = []  # (scenario name, metric key)
     for s in scenarios:
@@ -281,8 +281,8 @@ def _bars(ax, title: str, scenarios: list[dict], key, labels: dict) -> None:
 
 def _slow(ax, s: dict | None, labels: dict) -> None:
     ax.set_title("Slow consumers: server RSS over time, MB ↓", fontsize=11)
-    if not s:
-        ax.set_axis_off()
+    if not s or not s["runs"]:
+        _empty(ax)
         return
     for kind, runs in s["runs"].items():
         series = runs[0].get("rss_series") or []
@@ -295,3 +295,9 @@ def _slow(ax, s: dict | None, labels: dict) -> None:
             )
     ax.set_xlabel("seconds")
     ax.grid(alpha=0.3)
+
+
+def _empty(ax) -> None:
+    ax.text(0.5, 0.5, "not in this run", ha="center", va="center", color="grey")
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -87,9 +87,9 @@ class Plan:
             measure=1.5,
             repeats=1,
             idle_connections=1000,
-            idle_window=10.0,
+            idle_window=8.0,
             cross_measure=2.0,
-            slow_duration=5.0,
+            slow_duration=4.0,
         )
 
 
