@@ -67,9 +67,15 @@ async def run(args: argparse.Namespace) -> int:
     names = pick(args.scenario, [s.name for s in every], "scenario")
     kinds = [KINDS[k] for k in pick(args.servers, list(KINDS), "server")]
     chosen = [s for s in every if s.name in names]
+    skipped = [s.name for s in chosen if not any(k.key in s.kinds for k in kinds)]
+    chosen = [s for s in chosen if s.name not in skipped]
+    if not chosen:
+        raise SystemExit(f"none of the chosen servers takes part in {', '.join(skipped)}")
     full = not (args.quick or args.scenario or args.servers or args.repeats or args.measure)
 
     progress = Progress()
+    for name in skipped:
+        progress.line(f"skipping {name}: none of the chosen servers takes part in it")
     if not can_pin():
         progress.line("warning: fewer than 2 CPUs: servers and load share the CPU")
     started = time.time()

@@ -178,6 +178,8 @@ def markdown(results: dict) -> str:
         "Ratios: times better than the reference (above 1 = better). "
         "`other CPU0 %` is CPU time on the server's core used by anything but the "
         "server and its Redis (other tenants, interrupts): high values mean a noisy run. "
+        "`load CPU %` near 100 means the load generator set the pace of the wall-clock "
+        "rates (deliveries / s); the per-CPU-second figures do not depend on it. "
         "How to read this: docs/benchmarks.md.",
         "",
         "Servers:",
@@ -273,7 +275,9 @@ def _bars(ax, title: str, scenarios: list[dict], key, labels: dict) -> None:
                 fontsize=7,
                 rotation=90 if len(kinds) * len(groups) > 6 else 0,
             )
-    names = [s["name"] if len(groups) == len(scenarios) else k for s, k in groups]
+    names = [
+        s["name"] if len(groups) == len(scenarios) else k.removesuffix("_ms") for s, k in groups
+    ]
     ax.set_xticks(range(len(groups)), names)
     ax.margins(y=0.25)
     ax.grid(axis="y", alpha=0.3)

@@ -744,7 +744,7 @@ async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) 
             figures[k]["window_s"] = use["wall_s"]
             process, pipe = holders[k]
             pipe.send("stop")
-            stats = await _receive(pipe, 30)
+            stats = await _receive(pipe, process, 30)
             if stats[0] != "done":
                 raise RunFailed(f"idle holder answered {stats!r}")
             stats = stats[1]
@@ -772,9 +772,12 @@ async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) 
             setup.stop()
 
 
-async def _receive(pipe, timeout: float):
+async def _receive(pipe, process, timeout: float):
+    """The holder process's next message; fails if it dies or goes silent."""
     deadline = perf() + timeout
     while not pipe.poll():
+        if not process.is_alive() and not pipe.poll():
+            raise RunFailed(f"the idle connection holder died (exit status {process.exitcode})")
         if perf() > deadline:
             raise RunFailed("the idle connection holder stopped answering")
         await asyncio.sleep(0.05)
@@ -783,10 +786,8 @@ async def _receive(pipe, timeout: float):
 
 async def _await_holder(ctx: Context, pipe, process, n: int, setup: Setup) -> float:
     while True:
-        if not process.is_alive() and not pipe.poll():
-            raise RunFailed("the idle connection holder died")
         setup.check()
-        message = await _receive(pipe, 120)
+        message = await _receive(pipe, process, 120)
         if message[0] == "progress":
             ctx.progress.status(f"connecting {message[1]}/{n}")
         elif message[0] == "ready":
