@@ -13,9 +13,11 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -57,6 +59,8 @@ def pick(names: str | None, known: list[str], what: str) -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    # SIGTERM cancels the run like Ctrl-C does, so every server and Redis is stopped.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     plan = Plan.quick() if args.quick else Plan()
     plan = with_overrides(plan, repeats=args.repeats, measure=args.measure)
     every = scenarios(plan)
@@ -153,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     gc.freeze()
-    return uvloop.run(run(args))
+    try:
+        return uvloop.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: servers stopped, no results written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
