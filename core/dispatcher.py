@@ -158,6 +158,7 @@ class Dispatcher:
             return
         now = self.wall()
         metrics = self.metrics
+        metrics.fanout_batches.inc()
         for entry in batch:
             metrics.messages_out.labels(entry.cls or "unknown").inc(recipients)
             if entry.ts:

@@ -50,6 +50,12 @@ class Metrics:
         self.messages_rejected = Counter(
             "ws_messages_rejected", "Client frames answered with an error", ["code"], registry=r
         )
+        self.fanout_batches = Counter(
+            "ws_fanout_batches",
+            "Fan-outs: each writes every message delivered in one loop turn with one send "
+            "per client (delivered / batches / clients = messages per send)",
+            registry=r,
+        )
         self.queue_dropped = Counter(
             "ws_queue_dropped", "Frames dropped from full outbound queues", registry=r
         )

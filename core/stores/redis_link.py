@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -147,7 +148,9 @@ class RedisLink:
         replies: list[Any] = []
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                # hiredis packs a command ~7x faster than redis-py's Python encoder.
+                packed = b"".join([pack_command(c) for c in commands])
+                await conn.send_packed_command(packed, check_health=False)
                 for _ in commands:
                     try:
                         replies.append(await conn.read_response(timeout=math.inf))
