@@ -78,6 +78,10 @@ class RedisLink:
             socket_connect_timeout=COMMAND_TIMEOUT,
             # RESP2: pub/sub messages arrive as plain replies, in order, on our read.
             protocol=2,
+            # No CLIENT SETINFO on connect: one round trip less, and no handshake read
+            # that could outlast a shutdown cut short.
+            lib_name=None,
+            lib_version=None,
         )
         self._conn: AbstractConnection | None = None
         self.scripts = {name: Script.load(name) for name in scripts}
