@@ -80,8 +80,7 @@ class RedisLink:
             protocol=2,
             # No CLIENT SETINFO on connect: one round trip less, and no handshake read
             # that could outlast a shutdown cut short.
-            lib_name=None,
-            lib_version=None,
+            driver_info=None,
         )
         self._conn: AbstractConnection | None = None
         self.scripts = {name: Script.load(name) for name in scripts}
