@@ -65,8 +65,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
         # Stopped before it listened (Redis slow to answer): give up starting, in time.
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+        # Cancel until it takes: a cancellation that lands inside the Redis client's
+        # connection set-up can be absorbed by it.
+        while not starting.done():
+            starting.cancel()
+            await asyncio.wait({starting}, timeout=0.05)
         await instance.abandon()
         log.info("signal received while starting: stopped")
         return 0
