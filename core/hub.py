@@ -11,13 +11,18 @@ already covered, when it goes live.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from core.broker import Broker, Entry, parse_id
+from core.frames import CLOSE_INTERNAL, INTERNAL_ERROR
 
 if TYPE_CHECKING:
     from core.connection import Connection
+
+
+log = logging.getLogger("server")
 
 
 class Hub:
@@ -87,7 +92,17 @@ class Hub:
         data = batch[0].frame if len(batch) == 1 else b"".join(e.frame for e in batch)
         ready = tuple(self._ready)
         for conn in ready:
-            conn.send_batch(data, batch)
+            try:  # free in the common case (3.11 zero-cost try)
+                conn.send_batch(data, batch)
+            except Exception:
+                # One broken connection must not starve the others of this batch.
+                log.exception("fan-out to %r failed; closing it", conn)
+                self.leave(conn)
+                conn.fail(
+                    INTERNAL_ERROR,
+                    "the server could not deliver to this connection",
+                    CLOSE_INTERNAL,
+                )
         for held in self._joining.values():
             held.extend(batch)
         for entry in reversed(batch):
