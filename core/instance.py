@@ -210,8 +210,10 @@ class Instance:
     # -- stop -----------------------------------------------------------------------
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Drain: /healthz says 503 at once, stop accepting, flush what clients have
-        queued, close them with 1001, release this instance's state in the store.
+        """Drain: /healthz answers 503 at once (and new WebSockets get 503) so a load
+        balancer sends nobody more; queued frames are flushed; every client is closed
+        with 1001; then the listener closes and this instance's state in the store is
+        released.
 
         Everything happens within `timeout` (server.shutdown_timeout): what is not done
         by then is cut short.
@@ -223,8 +225,6 @@ class Instance:
         timeout = self.settings.server.shutdown_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if self.http is not None:
-            self.http.stop()
         connections = list(self.hub.connections()) if self.hub is not None else []
         log.info("draining: %d clients", len(connections))
         # Let queued frames go out (a third of the budget), then say goodbye.
@@ -235,6 +235,8 @@ class Instance:
             conn.close(frames.CLOSE_GOING_AWAY, "server shutting down")
         # Give clients until shortly before the deadline to answer the close handshake.
         await self._until(lambda: len(self.hub) == 0, deadline - min(0.5, timeout / 4))
+        if self.http is not None:
+            self.http.stop()
         for conn in list(self.hub.connections()):
             conn.stream.close()
         try:

@@ -8,7 +8,10 @@ remembers the last id it delivered; after any reconnect it reads what it missed 
 the stream (XRANGE) and then skips live messages the recovery already covered.
 
 While Redis is unreachable, messages are delivered to this instance's clients at once,
-with ids of the form ``L<ms>-<seq>`` that take no part in ordering or history.
+with ids of the form ``L<ms>-<seq>`` that take no part in ordering or history. A message
+Redis accepted but whose echo the subscription lost (Redis died in between) is delivered
+locally too, so this instance's clients lose nothing; if it turns up after all, it is
+not delivered twice.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger("pubsub")
 # from it what it missed while reconnecting.
 RECOVERY_LOG = LogPolicy(size=1000, ttl=60.0)
 RESUBSCRIBE_FIRST = 0.05
+UNECHOED_MAX = 10_000  # own messages awaiting their echo; older ones are given up
 RESUBSCRIBE_MAX = 2.0
 
 
@@ -63,6 +67,10 @@ class RedisBroker(Broker):
         self._subscription: asyncio.Task | None = None
         self._subscribed = asyncio.Event()
         self._stopped = False
+        # Own messages Redis accepted whose echo has not come back yet, in publish order.
+        self._unechoed: dict[str, Entry] = {}
+        # Ids delivered locally because their echo was lost: skipped if they turn up.
+        self._early: dict[str, tuple[int, int] | None] = {}
         link.on_down(self._on_link_down)
 
     def set_log(self, policy: LogPolicy | None) -> None:
@@ -95,11 +103,33 @@ class RedisBroker(Broker):
         self, future: asyncio.Future, priority: int, tail: bytes, ts: float, cls: str
     ) -> None:
         error = future.exception()
-        if error is None:
-            return  # it comes back through the subscription
-        if not isinstance(error, LinkDown):
-            log.error("publishing to Redis failed: %s", error)
-        self._deliver_locally(priority, tail, ts, cls)
+        if error is not None:
+            if not isinstance(error, LinkDown):
+                log.error("publishing to Redis failed: %s", error)
+            self._deliver_locally(priority, tail, ts, cls)
+            return
+        message_id = future.result().decode()
+        key = parse_id(message_id)
+        if key is not None and self._last_key is not None and key <= self._last_key:
+            return  # its echo came back before the reply did
+        # It comes back through the subscription; until then, remember it.
+        self._unechoed[message_id] = Entry.from_tail(message_id, priority, tail, ts, cls)
+        if len(self._unechoed) > UNECHOED_MAX:
+            del self._unechoed[next(iter(self._unechoed))]
+        if not self.subscribed:
+            self._release_unechoed()
+
+    def _release_unechoed(self) -> None:
+        """The subscription is gone: deliver own messages whose echo it took with it."""
+        if not self._unechoed:
+            return
+        pending, self._unechoed = self._unechoed, {}
+        for message_id, entry in pending.items():
+            self._early[message_id] = entry.key
+            if self._deliver is not None:
+                self._deliver(entry)
+        while len(self._early) > UNECHOED_MAX:
+            del self._early[next(iter(self._early))]
 
     def _deliver_locally(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
         if self._deliver is not None:
@@ -126,6 +156,7 @@ class RedisBroker(Broker):
             if self._subscribed.is_set():
                 delay = RESUBSCRIBE_FIRST  # it worked for a while: retry quickly
             self._subscribed.clear()
+            self._release_unechoed()
             if self._stopped:
                 return
             if self._subscription.cancelled():
@@ -144,6 +175,7 @@ class RedisBroker(Broker):
         # A hung Redis would leave the subscriber blocked on its read forever.
         if self._subscription is not None and not self._subscription.done():
             self._subscription.cancel()
+        self._release_unechoed()
 
     async def _subscribe(self) -> None:
         conn = self.link.new_connection()
@@ -180,10 +212,25 @@ class RedisBroker(Broker):
         if reply:
             log.info("recovered %d messages published while unsubscribed", len(reply))
         for raw_id, flat in reply:
-            entry = self._entry(raw_id, flat)
-            self._last_key = entry.key
-            if self._deliver is not None:
-                self._deliver(entry)
+            self._accept(self._entry(raw_id, flat))
+        # What was delivered early and is now behind the cursor cannot come back.
+        last = self._last_key
+        if last is not None:
+            self._early = {i: k for i, k in self._early.items() if k is None or k > last}
+
+    def _accept(self, entry: Entry) -> None:
+        """Deliver an ordered entry from the subscription or a recovery, once."""
+        key = entry.key
+        if key is not None:
+            if self._last_key is not None and key <= self._last_key:
+                return  # already delivered by a recovery
+            self._last_key = key
+        self._unechoed.pop(entry.id, None)
+        if entry.id in self._early:
+            del self._early[entry.id]
+            return  # delivered locally when its echo was lost
+        if self._deliver is not None:
+            self._deliver(entry)
 
     def _on_message(self, data: bytes) -> None:
         try:
@@ -196,10 +243,6 @@ class RedisBroker(Broker):
             return
         message_id = obj.get("id")
         key = parse_id(message_id) if isinstance(message_id, str) else None
-        if key is not None:
-            if self._last_key is not None and key <= self._last_key:
-                return  # already delivered by a recovery
-            self._last_key = key
         priority = obj.get("priority")
         if not isinstance(priority, int) or isinstance(priority, bool):
             priority = 0
@@ -212,8 +255,7 @@ class RedisBroker(Broker):
             str(obj.get("class", "")),
             key=key,
         )
-        if self._deliver is not None:
-            self._deliver(entry)
+        self._accept(entry)
 
     # -- history --------------------------------------------------------------------
 

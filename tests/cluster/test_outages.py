@@ -155,3 +155,31 @@ async def test_backend_redis_starts_degraded_and_connects_when_redis_appears(
         assert (await client.recv_type("message"))["id"][0] != "L"
     finally:
         later.kill()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_under_load_a_redis_restart_loses_nothing_locally(processes, own_redis, key_prefix):
+    config = redis_changes(own_redis.url, key_prefix)
+    a, b = processes(config, "A"), processes(config, "B")
+    sender, local = await WsClient.connect(a.port), await WsClient.connect(a.port)
+    remote = await WsClient.connect(b.port)
+    total = 300
+    for i in range(total):
+        await sender.send("normal", str(i))
+        if i == 100:
+            own_redis.kill()
+        elif i == 200:
+            own_redis.start()
+        await asyncio.sleep(0.01)
+    # Every message reaches the sender's neighbour exactly once, in order.
+    got = [int(f["content"]) for f in await local.messages(total, timeout=20)]
+    assert got == list(range(total))
+    await local.nothing_for(0.5)
+    # Across instances, delivery resumes: the last messages reach the other instance.
+    await wait_for(lambda: a.health()[1]["redis"] == "up", 10)
+    await sender.send("normal", "after")
+    seen = []
+    while not seen or seen[-1] != "after":
+        seen.append((await remote.recv_type("message", timeout=10))["content"])
+    numbers = [int(x) for x in seen[:-1]]
+    assert numbers == sorted(set(numbers))  # in order, no duplicates

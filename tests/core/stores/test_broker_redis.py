@@ -102,3 +102,24 @@ async def test_while_redis_is_down_messages_are_delivered_locally(own_redis, key
     local = next(e for e in got if b"99" in e.payload)
     assert local.id.startswith("L") and local.key is None
     await b.stop()
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_an_echo_lost_with_its_stream_is_still_delivered_here_once(redis_server, key_prefix):
+    b, got = await broker(redis_server.url, key_prefix)
+    r = redis_server.client()
+    stream = f"{key_prefix}history:broadcast"
+    # Redis drops the subscription, accepts a message nobody receives, and forgets it
+    # (as when it restarts right after): no echo, nothing to recover.
+    r.client_kill_filter(_type="pubsub")
+    b.publish(5, tail(1), 1.0, "normal")
+    await until(lambda: r.xlen(stream) == 1)
+    r.delete(stream)
+    await until(lambda: len(got) == 1)
+    await until(lambda: b.subscribed)
+    b.publish(5, tail(2), 1.0, "normal")
+    await until(lambda: len(got) == 2)
+    await asyncio.sleep(0.2)
+    contents = [e.payload.split(b'"content":"')[1].split(b'"')[0] for e in got]
+    assert contents == [b"1", b"2"]
+    await b.stop()
