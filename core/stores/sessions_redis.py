@@ -2,10 +2,15 @@
 
 While Redis is down, new sessions live in the memory fallback of this instance (and can
 be resumed here); sessions stored in Redis become resumable again when it returns.
+
+Message counts are gathered per session and written at most once per
+`COUNT_FLUSH_EVERY` seconds, and when the client leaves: a busy sender costs Redis one
+write per second, not one per message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -13,6 +18,9 @@ from core.stores.keys import Keys
 from core.stores.redis_link import LinkDown, RedisLink
 from core.stores.sessions import Session, SessionStore
 from core.stores.sessions_memory import MemorySessionStore
+
+
+COUNT_FLUSH_EVERY = 1.0
 
 
 def _ms(seconds: float) -> int:
@@ -51,6 +59,9 @@ class RedisSessionStore(SessionStore):
         self.keys = keys
         self.fallback = fallback
         self.wall = wall
+        # token -> (messages not yet counted in Redis, time of the last, ttl)
+        self._uncounted: dict[str, tuple[int, int, float]] = {}
+        self._flush: asyncio.TimerHandle | None = None
 
     async def create(self, token: str, client_id: str, ttl: float) -> Session:
         now = self.wall()
@@ -87,17 +98,34 @@ class RedisSessionStore(SessionStore):
         return await self.fallback.resume(token, ttl)
 
     def record_message(self, token: str, ts_ms: int, ttl: float) -> None:
-        if self.link.up:
-            self.link.fire_script("session_message", [self.keys.session(token)], [_ms(ttl), ts_ms])
+        uncounted = self._uncounted.get(token)
+        self._uncounted[token] = ((uncounted[0] if uncounted else 0) + 1, ts_ms, ttl)
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(COUNT_FLUSH_EVERY, self._write_counts)
         self.fallback.record_message(token, ts_ms, ttl)
 
+    def _write_counts(self) -> None:
+        self._flush = None
+        if not self.link.up:
+            if self._uncounted:  # keep them for when Redis is back
+                loop = asyncio.get_running_loop()
+                self._flush = loop.call_later(COUNT_FLUSH_EVERY, self._write_counts)
+            return
+        uncounted, self._uncounted = self._uncounted, {}
+        for token, (count, ts_ms, ttl) in uncounted.items():
+            self.link.fire_script(
+                "session_message", [self.keys.session(token)], [_ms(ttl), ts_ms, count]
+            )
+
     async def leave(self, token: str, last_message_id: str | None, ttl: float) -> None:
+        count, ts_ms, _ = self._uncounted.pop(token, (0, 0, ttl))
         if self.link.up:
             try:
                 await self.link.script(
                     "session_leave",
                     [self.keys.session(token)],
-                    [_ms(ttl), _ms(self.wall()), last_message_id or ""],
+                    [_ms(ttl), _ms(self.wall()), last_message_id or "", count, ts_ms],
                 )
             except LinkDown:
                 pass
