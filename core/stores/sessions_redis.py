@@ -19,7 +19,6 @@ from core.stores.redis_link import LinkDown, RedisLink
 from core.stores.sessions import Session, SessionStore
 from core.stores.sessions_memory import MemorySessionStore
 
-
 COUNT_FLUSH_EVERY = 1.0
 
 
