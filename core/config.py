@@ -152,7 +152,9 @@ class Settings:
         return self.server.resolved_instance_id()
 
 
-_SECTIONS = {"server": ServerSettings, "store": StoreSettings, "logging": LoggingSettings}
+_SECTIONS = types.MappingProxyType(
+    {"server": ServerSettings, "store": StoreSettings, "logging": LoggingSettings}
+)
 
 
 def parse_settings(

@@ -11,6 +11,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 # Error codes of the contract's `error` frame.
 TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -32,7 +33,7 @@ PING_FRAME = b"\x89\x00"
 
 # The message classes a client may send, and their priorities (higher goes first),
 # unless `plugins.priority.classes` says otherwise.
-DEFAULT_CLASSES = {"critical": 10, "normal": 5, "status": 1}
+DEFAULT_CLASSES = MappingProxyType({"critical": 10, "normal": 5, "status": 1})
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

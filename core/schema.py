@@ -76,7 +76,9 @@ def describe(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_KIND = types.MappingProxyType(
+    {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+)
 
 
 def build(cls: type, data: object, path: str = "") -> Any:
@@ -186,8 +188,13 @@ def _check_constraints(value: Any, path: str, meta: typing.Mapping, written: obj
 
 
 def setting(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
-    """A dataclass field with validation constraints; mutable defaults are copied."""
-    if isinstance(default, (list, dict)):
-        frozen = tuple(default) if isinstance(default, list) else types.MappingProxyType(default)
-        return dataclasses.field(default_factory=lambda: frozen, metadata=constraints)
+    """A dataclass field with validation constraints; list and mapping defaults are
+    frozen (a tuple, a read-only mapping) as the loader freezes what it reads."""
+    if isinstance(default, list):
+        frozen: Any = tuple(default)
+    elif isinstance(default, collections.abc.Mapping):
+        frozen = types.MappingProxyType(dict(default))
+    else:
+        return dataclasses.field(default=default, metadata=constraints)
+    return dataclasses.field(default_factory=lambda: frozen, metadata=constraints)
     return dataclasses.field(default=default, metadata=constraints)

@@ -29,7 +29,7 @@ class Tier:
     max_clients: int | None = setting(None, ge=0)
 
 
-DEFAULT_TIERS = [Tier(5.0, 1), Tier(15.0, 2), Tier(30.0)]
+DEFAULT_TIERS = (Tier(5.0, 1), Tier(15.0, 2), Tier(30.0))
 ANNOUNCE_GAP = 1.0  # seconds between out-of-turn heartbeat frames after tier changes
 
 
