@@ -10,19 +10,8 @@ import pytest
 from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.ports import free_port
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
-
-
-async def wait_for(condition, timeout: float, step: float = 0.1):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(step)
 
 
 async def crosses(sender: WsClient, receiver: WsClient, text: str, timeout: float) -> bool:
@@ -53,9 +42,7 @@ async def test_redis_outage_degrades_then_sync_resumes_within_ten_seconds(
     )
 
     own_redis.kill()
-    status, health = await wait_for(
-        lambda: (h := a.health())[1]["redis"] == "down" and h, timeout=5
-    )
+    status, health = await until(lambda: (h := a.health())[1]["redis"] == "down" and h, timeout=5)
     assert status == 200 and health["status"] == "degraded"
     # Clients of one instance keep talking to each other, in order, nothing lost.
     for i in range(5):
@@ -68,7 +55,7 @@ async def test_redis_outage_degrades_then_sync_resumes_within_ten_seconds(
 
     own_redis.start()
     back = time.monotonic()
-    await wait_for(lambda: a.health()[1]["redis"] == "up" and b.health()[1]["redis"] == "up", 10)
+    await until(lambda: a.health()[1]["redis"] == "up" and b.health()[1]["redis"] == "up", 10)
     # Cross-instance delivery resumes within 10 s of Redis returning.
     while not await crosses(a1, b1, f"after {time.monotonic():.3f}", 0.5):
         assert time.monotonic() - back < 10
@@ -150,7 +137,7 @@ async def test_backend_redis_starts_degraded_and_connects_when_redis_appears(
     client = await WsClient.connect(server.port)  # it serves meanwhile
     later.start()
     try:
-        await wait_for(lambda: server.health()[1]["redis"] == "up", 10)
+        await until(lambda: server.health()[1]["redis"] == "up", 10)
         await client.send("normal", "through redis")
         assert (await client.recv_type("message"))["id"][0] != "L"
     finally:
@@ -176,7 +163,7 @@ async def test_under_load_a_redis_restart_loses_nothing_locally(processes, own_r
     assert got == list(range(total))
     await local.nothing_for(0.5)
     # Across instances, delivery resumes: the last messages reach the other instance.
-    await wait_for(lambda: a.health()[1]["redis"] == "up", 10)
+    await until(lambda: a.health()[1]["redis"] == "up", 10)
     await sender.send("normal", "after")
     seen = []
     while not seen or seen[-1] != "after":

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.conftest import redis_changes
 from tests.support.config import merge
+from tests.support.waiting import connections_settle
 from tests.support.ws_client import WsClient
 
 
@@ -16,15 +15,6 @@ async def pair(servers, redis_server, key_prefix, changes: dict | None = None):
     a = await servers(config, instance_id="A")
     b = await servers(config, instance_id="B")
     return a, b
-
-
-async def gone(server, count: int = 0) -> None:
-    for _ in range(300):
-        if len(server.hub) == count:
-            await asyncio.sleep(0.05)
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError
 
 
 @pytest.mark.gen_test(timeout=15)
@@ -66,7 +56,7 @@ async def test_a_session_resumes_on_the_other_instance_with_what_it_missed(
     await talker.recv_type("message")
     await mover.recv_type("message")
     mover.close()
-    await gone(a, 1)
+    await connections_settle(a, 1)
     await talker.send("normal", "while away 1")
     await talker.send("normal", "while away 2")
     await talker.messages(2)
@@ -96,7 +86,7 @@ async def test_the_per_ip_limit_counts_connections_on_every_instance(
         assert (await refused.recv())["code"] == "too_many_connections"
         assert await refused.closed() == 1008
     held[0].close()
-    await gone(a, 1)
+    await connections_settle(a, 1)
     assert (await WsClient.connect(b.port)).welcome["type"] == "welcome"
 
 

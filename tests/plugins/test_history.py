@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from core.broker import Entry, LogPolicy
 from core.stores.broker_memory import IdClock, MemoryBroker
+from tests.support.waiting import connections_settle
 from tests.support.ws_client import WsClient
 
 REPLAY_3 = {"plugins": {"history": {"size": 10, "replay": 3, "ttl": 300}}}
@@ -25,15 +24,6 @@ async def send_all(client: WsClient, contents: list[str]) -> None:
     for c in contents:
         await client.send("normal", c)
     await client.messages(len(contents))
-
-
-async def gone(server) -> None:
-    for _ in range(200):
-        if len(server.hub) == 1:
-            await asyncio.sleep(0.02)
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -58,7 +48,7 @@ async def test_a_resumed_session_gets_exactly_what_it_missed_before_new_messages
     await send_all(sender, ["seen1", "seen2"])
     await away.messages(2)
     away.close()
-    await gone(server)
+    await connections_settle(server, 1)
     await send_all(sender, ["missed1", "missed2", "missed3", "missed4"])
     back = await WsClient.connect(server.port, session=away.session)
     assert back.welcome["resumed"] is True
@@ -77,7 +67,7 @@ async def test_the_client_can_say_where_it_stopped_reading(servers):
     reader = await WsClient.connect(server.port)
     seen = await reader.messages(3)  # replayed as history: a b c
     reader.close()
-    await gone(server)
+    await connections_settle(server, 1)
     back = await WsClient.connect(server.port, session=reader.session, since=seen[0]["id"])
     replayed = await back.messages(2)
     assert [f["content"] for f in replayed] == ["b", "c"]

@@ -8,19 +8,11 @@ import socket
 import pytest
 
 from tests.support.raw_ws import RawWebSocket
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
 
 # Frames big enough to fill socket buffers quickly.
 BIG = "x" * 16000
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.005)
 
 
 async def slow_reader(server) -> tuple[RawWebSocket, object]:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from core.stores.sessions_memory import MemorySessionStore
+from tests.support.waiting import connections_settle
 from tests.support.ws_client import WsClient
 
 
@@ -16,15 +17,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def gone(server, count: int = 0) -> None:
-    for _ in range(200):
-        if len(server.hub) == count:
-            await asyncio.sleep(0.02)  # let the close hooks finish
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -50,7 +42,7 @@ async def test_resuming_keeps_the_client_id_and_the_counters(servers):
         await first.send("normal", str(i))
     await first.messages(3)
     first.close()
-    await gone(server)
+    await connections_settle(server)
     again = await WsClient.connect(server.port, session=first.session)
     assert again.welcome["resumed"] is True
     assert again.client_id == first.client_id
@@ -72,7 +64,7 @@ async def test_an_expired_session_starts_a_new_one(servers):
     server = await servers({"plugins": {"sessions": {"ttl": 0.3}}})
     first = await WsClient.connect(server.port)
     first.close()
-    await gone(server)
+    await connections_settle(server)
     await asyncio.sleep(0.5)
     again = await WsClient.connect(server.port, session=first.session)
     assert again.welcome["resumed"] is False
@@ -84,7 +76,7 @@ async def test_without_the_plugin_nothing_is_resumable(servers):
     server = await servers({"plugins": {"sessions": {"enabled": False}}})
     first = await WsClient.connect(server.port)
     first.close()
-    await gone(server)
+    await connections_settle(server)
     again = await WsClient.connect(server.port, session=first.session)
     assert again.welcome["resumed"] is False
 

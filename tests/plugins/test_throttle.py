@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
 
 LIMIT_3 = {"plugins": {"throttle": {"max_connections_per_ip": 3}}}
-
-
-async def until(condition, timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.gen_test(timeout=10)

@@ -9,6 +9,7 @@ import pytest
 from core.broker import Entry, LogPolicy
 from core.stores.broker_redis import RedisBroker
 from tests.core.stores.redis_helpers import keys, link_to
+from tests.support.waiting import until
 
 
 async def broker(url: str, prefix: str, size: int = 100) -> tuple[RedisBroker, list[Entry]]:
@@ -18,15 +19,6 @@ async def broker(url: str, prefix: str, size: int = 100) -> tuple[RedisBroker, l
     b.attach(got.append)
     await b.start()
     return b, got
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
 
 
 def tail(n: int) -> bytes:
