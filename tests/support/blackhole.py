@@ -15,6 +15,7 @@ class BlackholeProxy:
         self.vanished = False
         self._server: asyncio.AbstractServer | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> BlackholeProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -22,6 +23,7 @@ class BlackholeProxy:
         return self
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._tasks.append(asyncio.current_task())
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
@@ -44,6 +46,9 @@ class BlackholeProxy:
         self.vanished = True
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for w in self._writers:
             w.close()
         if self._server is not None:
