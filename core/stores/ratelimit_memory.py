@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from core.stores.ratelimit import RateLimiter, take_token
 
-# Buckets are swept once the table holds this many; a full bucket is the same as none.
-SWEEP_AT = 4096
+# A full bucket is the same as none: buckets are swept once the table holds this many,
+# or twice as many as the last sweep kept, so it stays within twice the live set.
+SWEEP_AT = 256
 
 
 class MemoryRateLimiter(RateLimiter):
