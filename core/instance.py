@@ -168,7 +168,6 @@ class Instance:
             await chain.start_some(added)
         except Exception:
             log.exception("reload: a plugin failed to start; the running configuration stays")
-            await chain.retire([p for p in added if p in chain._started], [])
             return needs_restart
         self.settings = self.services.settings = settings
         for plugin in plugins:

@@ -140,14 +140,20 @@ class PluginChain:
         self._started.extend(p for p in running if p not in self._started)
 
     async def start_some(self, plugins: Sequence[Plugin]) -> None:
-        """on_startup for plugins added by a reload, in chain order."""
+        """on_startup for plugins added by a reload, in chain order. If one raises, those
+        that started (it included) are shut down again and the error propagates."""
         wanted = set(plugins)
-        for plugin, hook, is_async in self._startup:
-            if plugin in wanted:
-                self._started.append(plugin)
-                result = hook()
-                if is_async:
-                    await result
+        started: list[Plugin] = []
+        try:
+            for plugin, hook, is_async in self._startup:
+                if plugin in wanted:
+                    started.append(plugin)
+                    result = hook()
+                    if is_async:
+                        await result
+        except BaseException:
+            await self.retire(started, [])
+            raise
         self._started.extend(p for p in plugins if p not in self._started)
 
     async def retire(self, plugins: Sequence[Plugin], connections: Sequence[Connection]) -> None:

@@ -125,3 +125,23 @@ async def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(processes)
         if frame["content"].startswith("after"):
             got.append(frame["content"])
     assert client.close_code is None and server.process.poll() is None
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_plugin_that_fails_to_start_keeps_the_running_configuration(servers):
+    from types import MappingProxyType
+
+    from plugins import REGISTRY
+    from tests.plugins.test_hooks import recorder
+
+    journal: list = []
+    registry = MappingProxyType({**REGISTRY, "broken": recorder("broken", journal)})
+    server = await servers(registry=registry)
+    before = server.chain
+    changes = {"plugins": {"broken": {"raise_startup": True}}}
+    settings = test_config.settings(test_config.merge(CURRENT, changes), registry)
+    await server.reload(settings)
+    assert server.chain is before and "broken" not in server.settings.plugins
+    assert journal == [("broken", "startup"), ("broken", "shutdown")]  # started, then undone
+    client = await WsClient.connect(server.port)
+    assert client.welcome["type"] == "welcome"
