@@ -46,6 +46,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core import frames
+
 if TYPE_CHECKING:
     from core.connection import Connection
     from core.message import Message
@@ -64,7 +66,7 @@ class Veto:
     def error_frame(self) -> dict | None:
         if self.code is None:
             return None
-        return {"type": "error", "code": self.code, "message": self.message, **self.extra}
+        return frames.error_payload(self.code, self.message, **self.extra)
 
 
 HOOKS = (
