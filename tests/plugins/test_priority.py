@@ -24,6 +24,17 @@ async def slow_reader(server) -> tuple[RawWebSocket, object]:
     return raw, conn
 
 
+async def fill_outbox(sender: WsClient, conn, backlog: int) -> int:
+    """Send big status messages until `backlog` frames wait in the slow reader's outbox;
+    how many were sent."""
+    sent = 0
+    while conn.backlog() < backlog:
+        await sender.send("status", f"{sent}:{BIG}")
+        sent += 1
+        await sender.recv_type("message")
+    return sent
+
+
 async def drain(raw: RawWebSocket, count: int) -> list[dict]:
     out = []
     while len(out) < count:
@@ -38,11 +49,7 @@ async def test_a_critical_message_overtakes_queued_status_messages(servers):
     server = await servers()
     sender = await WsClient.connect(server.port)
     raw, conn = await slow_reader(server)
-    sent = 0
-    while conn.backlog() < 5:  # until status frames wait in the outbox
-        await sender.send("status", f"{sent}:{BIG}")
-        sent += 1
-        await sender.recv_type("message")
+    sent = await fill_outbox(sender, conn, 5)
     await sender.send("critical", "urgent")
     await sender.recv_type("message")
     await until(lambda: conn.backlog() >= 6)
@@ -59,11 +66,7 @@ async def test_without_the_plugin_the_queue_keeps_arrival_order(servers):
     server = await servers({"plugins": {"priority": {"enabled": False}}})
     sender = await WsClient.connect(server.port)
     raw, conn = await slow_reader(server)
-    sent = 0
-    while conn.backlog() < 5:
-        await sender.send("status", f"{sent}:{BIG}")
-        sent += 1
-        await sender.recv_type("message")
+    sent = await fill_outbox(sender, conn, 5)
     await sender.send("critical", "urgent")
     await sender.recv_type("message")
     frames = await drain(raw, sent + 1)
@@ -75,11 +78,7 @@ async def test_over_the_queue_limit_the_lowest_priority_is_dropped_and_counted(s
     server = await servers({"plugins": {"priority": {"queue_limit": 4}}})
     sender = await WsClient.connect(server.port)
     raw, conn = await slow_reader(server)
-    sent = 0
-    while conn.backlog() < 4:
-        await sender.send("status", f"{sent}:{BIG}")
-        sent += 1
-        await sender.recv_type("message")
+    await fill_outbox(sender, conn, 4)
     for i in range(3):
         await sender.send("critical", f"c{i}")
         await sender.recv_type("message")
