@@ -17,11 +17,12 @@ import logging
 import signal
 import sys
 
-from core.config import Settings, load_settings
-from core.instance import Instance
-from core.logs import configure_logging
-from core.schema import ConfigError
+from core.config.loader import load_settings
+from core.config.schema import ConfigError
+from core.config.settings import Settings
+from core.ops.logs import configure_logging
 from plugins import REGISTRY
+from relay.instance import Instance
 
 log = logging.getLogger("server")
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.servers import LOAD_CPU, Redis, can_pin
-from core.metrics import Metrics
+from core.ops.metrics import Metrics
 from core.stores.connections_redis import RedisConnectionCounter
 from core.stores.factory import SCRIPTS
 from core.stores.keys import Keys

@@ -8,7 +8,7 @@ from typing import Any
 
 import tornado.web
 
-from core.metrics import CONTENT_TYPE
+from core.ops.metrics import CONTENT_TYPE
 
 # The client loads only its own script and style, and talks only to this server.
 CONTENT_SECURITY_POLICY = (

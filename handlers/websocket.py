@@ -9,8 +9,8 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from core import frames
-from core.connection import Connection
+from core.engine.connection import Connection
+from core.wire import frames
 
 log = logging.getLogger("server")
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
-from core import frames
-from core.connection import SYSTEM_PRIORITY, Connection
-from core.schema import ConfigError, join, setting
-from plugins.hooks import Plugin
+from core.config.schema import ConfigError, join, setting
+from core.engine.connection import SYSTEM_PRIORITY, Connection
+from core.engine.hooks import Plugin
+from core.wire import frames
 
 
 @dataclass(frozen=True)

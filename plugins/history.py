@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.broker import parse_id
-from core.connection import Connection
-from core.schema import ConfigError, join, setting
-from plugins.hooks import Plugin
+from core.config.schema import ConfigError, join, setting
+from core.engine.connection import Connection
+from core.engine.hooks import Plugin
+from core.wire.ids import parse_id
 
 
 @dataclass(frozen=True)

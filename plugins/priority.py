@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.connection import Connection
-from core.frames import DEFAULT_CLASSES
-from core.outbox import OutboxPolicy
-from core.schema import ConfigError, describe, join, setting
-from plugins.hooks import Plugin
+from core.config.schema import ConfigError, describe, join, setting
+from core.engine.connection import Connection
+from core.engine.hooks import Plugin
+from core.engine.outbox import OutboxPolicy
+from core.wire.frames import DEFAULT_CLASSES
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.broker import Broker
-from core.schema import setting
-from plugins.hooks import Plugin
+from core.config.schema import setting
+from core.engine.hooks import Plugin
+from core.stores.broker import Broker
 
 
 @dataclass(frozen=True)

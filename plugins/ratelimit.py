@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core import frames
-from core.connection import Connection
-from core.message import Message
-from core.schema import setting
-from plugins.hooks import Plugin, Veto
+from core.config.schema import setting
+from core.engine.connection import Connection
+from core.engine.hooks import Plugin, Veto
+from core.engine.message import Message
+from core.wire import frames
 
 
 @dataclass(frozen=True)

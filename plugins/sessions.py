@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
 
-from core.connection import Connection
-from core.message import Message
-from core.schema import setting
-from plugins.hooks import Plugin
+from core.config.schema import setting
+from core.engine.connection import Connection
+from core.engine.hooks import Plugin
+from core.engine.message import Message
 
 # How often connected sessions' TTLs are refreshed, at most.
 REFRESH_EVERY = 60.0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core import frames
-from core.connection import Connection
-from core.schema import setting
-from plugins.hooks import Plugin, Veto
+from core.config.schema import setting
+from core.engine.connection import Connection
+from core.engine.hooks import Plugin, Veto
+from core.wire import frames
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.instance import Instance
 from plugins import REGISTRY
+from relay.instance import Instance
 from tests.support import config as test_config
 from tests.support.redis_server import RedisServer
 from tests.support.server_process import ServerProcess

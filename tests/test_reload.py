@@ -132,7 +132,7 @@ async def test_a_plugin_that_fails_to_start_keeps_the_running_configuration(serv
     from types import MappingProxyType
 
     from plugins import REGISTRY
-    from tests.plugins.test_hooks import recorder
+    from tests.core.engine.test_hooks import recorder
 
     journal: list = []
     registry = MappingProxyType({**REGISTRY, "broken": recorder("broken", journal)})

@@ -6,26 +6,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from core.broker import Broker, Entry, LogPolicy, parse_id
-
-
-class IdClock:
-    """Hands out strictly increasing ``ms-seq`` ids, even if the wall clock steps back."""
-
-    __slots__ = ("_clock", "_ms", "_seq")
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self._ms = 0
-        self._seq = 0
-
-    def next(self) -> str:
-        ms = int(self._clock() * 1000)
-        if ms > self._ms:
-            self._ms, self._seq = ms, 0
-        else:
-            self._seq += 1
-        return f"{self._ms}-{self._seq}"
+from core.stores.broker import Broker, LogPolicy
+from core.wire.entry import Entry
+from core.wire.ids import IdClock, parse_id
 
 
 class MemoryBroker(Broker):

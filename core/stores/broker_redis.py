@@ -25,10 +25,11 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from core.broker import Broker, Entry, LogPolicy, parse_id
-from core.stores.broker_memory import IdClock
+from core.stores.broker import Broker, LogPolicy
 from core.stores.keys import Keys
 from core.stores.redis_link import COMMAND_TIMEOUT, LinkDown, RedisLink, redact
+from core.wire.entry import Entry
+from core.wire.ids import IdClock, parse_id
 
 log = logging.getLogger("pubsub")
 

@@ -6,9 +6,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from core.broker import Broker, LogPolicy
-from core.config import StoreSettings
-from core.metrics import Metrics
+from core.config.settings import StoreSettings
+from core.ops.metrics import Metrics
+from core.stores.broker import Broker, LogPolicy
 from core.stores.broker_memory import MemoryBroker
 from core.stores.broker_redis import RedisBroker
 from core.stores.connections import ConnectionCounter

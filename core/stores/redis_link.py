@@ -25,7 +25,7 @@ from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from core.metrics import Metrics
+from core.ops.metrics import Metrics
 
 log = logging.getLogger("redis")
 

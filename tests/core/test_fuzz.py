@@ -15,17 +15,16 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core import frames
-from core.config import (
+from core.config.loader import parse_settings, parse_yaml
+from core.config.schema import ConfigError
+from core.config.settings import (
     LoggingSettings,
     ServerSettings,
     Settings,
     StoreSettings,
-    parse_settings,
-    parse_yaml,
 )
-from core.outbox import Outbox, OutboxPolicy
-from core.schema import ConfigError
+from core.engine.outbox import Outbox, OutboxPolicy
+from core.wire import frames
 from plugins import REGISTRY
 from plugins.heartbeat import Tier
 

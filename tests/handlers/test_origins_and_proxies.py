@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from core.client_ip import ClientAddress
+from core.access.client_ip import ClientAddress
 from tests.support.ws_client import WsClient
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.broker import Entry, LogPolicy
-from core.stores.broker_memory import IdClock, MemoryBroker
+from core.stores.broker import LogPolicy
+from core.stores.broker_memory import MemoryBroker
+from core.wire.entry import Entry
+from core.wire.ids import IdClock
 from tests.support.waiting import connections_settle
 from tests.support.ws_client import WsClient
 

@@ -6,7 +6,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from core.config import Settings, parse_settings
+from core.config.loader import parse_settings
+from core.config.settings import Settings
 from plugins import REGISTRY
 
 

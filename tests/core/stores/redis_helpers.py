@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.metrics import Metrics
+from core.ops.metrics import Metrics
 from core.stores.factory import SCRIPTS
 from core.stores.keys import Keys
 from core.stores.redis_link import RedisLink

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from core.broker import Entry, LogPolicy
+from core.stores.broker import LogPolicy
 from core.stores.broker_redis import RedisBroker
+from core.wire.entry import Entry
 from tests.core.stores.redis_helpers import keys, link_to
 from tests.support.waiting import until
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config import Settings, load_settings
-from core.schema import ConfigError
+from core.config.loader import load_settings
+from core.config.schema import ConfigError
+from core.config.settings import Settings
 from plugins import REGISTRY
 from tests.support import config as test_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ALL_PLUGINS = ["throttle", "ratelimit", "sessions", "pubsub", "history", "heartbeat", "priority"]
 
 

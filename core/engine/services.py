@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.config import Settings
-    from core.hub import Hub
-    from core.metrics import Metrics
+    from core.config.settings import Settings
+    from core.engine.hub import Hub
+    from core.ops.metrics import Metrics
     from core.stores.factory import Stores
 
 

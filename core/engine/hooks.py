@@ -46,12 +46,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from core import frames
+from core.wire import frames
 
 if TYPE_CHECKING:
-    from core.connection import Connection
-    from core.message import Message
-    from core.services import Services
+    from core.engine.connection import Connection
+    from core.engine.message import Message
+    from core.engine.services import Services
 
 
 @dataclass(frozen=True)

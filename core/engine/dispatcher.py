@@ -16,19 +16,19 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from core import frames
-from core.connection import Connection
-from core.message import Message
-from core.outbox import OutboxPolicy
-from core.refusals import RefusalLog
+from core.engine.connection import Connection
+from core.engine.message import Message
+from core.engine.outbox import OutboxPolicy
+from core.ops.refusals import RefusalLog
+from core.wire import frames
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
 
-    from core.hub import Hub
-    from core.metrics import Metrics
-    from plugins.chain import PluginChain
-    from plugins.hooks import Veto
+    from core.engine.hookrunner import PluginChain
+    from core.engine.hooks import Veto
+    from core.engine.hub import Hub
+    from core.ops.metrics import Metrics
 
 log = logging.getLogger("server")
 

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from core.config import LoggingSettings
+from core.config.settings import LoggingSettings
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,9 +8,9 @@ from types import MappingProxyType
 
 import pytest
 
-from core import frames
+from core.engine.hooks import Plugin, Veto
+from core.wire import frames
 from plugins import REGISTRY
-from plugins.hooks import Plugin, Veto
 from tests.support.ws_client import Closed, WsClient
 
 

@@ -15,11 +15,13 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from core.broker import Broker, Entry, parse_id
-from core.frames import CLOSE_INTERNAL, INTERNAL_ERROR
+from core.stores.broker import Broker
+from core.wire.entry import Entry
+from core.wire.frames import CLOSE_INTERNAL, INTERNAL_ERROR
+from core.wire.ids import parse_id
 
 if TYPE_CHECKING:
-    from core.connection import Connection
+    from core.engine.connection import Connection
 
 
 log = logging.getLogger("server")

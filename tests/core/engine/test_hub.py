@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from core.broker import Entry, LogPolicy
-from core.hub import Hub
+from core.engine.hub import Hub
+from core.stores.broker import LogPolicy
 from core.stores.broker_memory import MemoryBroker
+from core.wire.entry import Entry
 
 
 class Recorder:

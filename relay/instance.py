@@ -17,16 +17,17 @@ import tornado.netutil
 import tornado.web
 from tornado.httpserver import HTTPServer
 
-from core import frames
-from core.broker import LogPolicy
-from core.client_ip import ClientAddress
-from core.config import Settings
-from core.dispatcher import Dispatcher
-from core.hub import Hub
-from core.metrics import Metrics
-from core.origins import OriginPolicy
-from core.services import Services
+from core.access.client_ip import ClientAddress
+from core.access.origins import OriginPolicy
+from core.config.settings import Settings
+from core.engine.dispatcher import Dispatcher
+from core.engine.hookrunner import PluginChain
+from core.engine.hub import Hub
+from core.engine.services import Services
+from core.ops.metrics import Metrics
+from core.stores.broker import LogPolicy
 from core.stores.factory import Stores, open_stores
+from core.wire import frames
 from handlers.http import (
     HealthHandler,
     IndexHandler,
@@ -35,7 +36,6 @@ from handlers.http import (
     log_request,
 )
 from handlers.websocket import WebSocketHandler
-from plugins.chain import PluginChain
 
 log = logging.getLogger("server")
 

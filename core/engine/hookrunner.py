@@ -1,4 +1,4 @@
-"""Runs the enabled plugins' hooks in order, as `plugins.hooks` specifies.
+"""Runs the enabled plugins' hooks in order, as `core.engine.hooks` specifies.
 
 The chain is built once (and again on reload) from the plugins in `plugins:` order. For
 each hook it keeps only the plugins that override it, and whether the override is a
@@ -12,13 +12,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from core import frames
-from plugins.hooks import Plugin, Veto
+from core.engine.hooks import Plugin, Veto
+from core.wire import frames
 
 if TYPE_CHECKING:
-    from core.connection import Connection
-    from core.message import Message
-    from core.metrics import Metrics
+    from core.engine.connection import Connection
+    from core.engine.message import Message
+    from core.ops.metrics import Metrics
 
 log = logging.getLogger("plugins")
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from core import frames
-from core.outbox import Outbox, OutboxPolicy
+from core.engine.outbox import Outbox, OutboxPolicy
+from core.wire import frames
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketHandler
 
-    from core.broker import Entry
     from core.stores.sessions import Session
+    from core.wire.entry import Entry
 
 # Frames of the server itself (welcome, history, heartbeats) go ahead of every class.
 SYSTEM_PRIORITY = 1 << 30

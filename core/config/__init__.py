@@ -1,0 +1,1 @@
+"""Configuration: config.yaml read strictly and validated into frozen dataclasses."""

@@ -1,0 +1,147 @@
+"""The typed, validated configuration: one frozen dataclass per block of config.yaml."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from core.config.schema import ConfigError, describe, join, setting
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The `server:` block: where to listen and how to treat clients and proxies."""
+
+    host: str = setting("127.0.0.1", non_empty=True)  # "" would mean every interface
+    port: int = setting(8200, ge=0, le=65535)
+    instance_id: str | None = setting(None, non_empty=True)
+    max_message_size: int = setting(65536, ge=128)
+    allowed_origins: tuple[str, ...] = setting([])
+    trusted_proxies: tuple[str, ...] = setting([])
+    shutdown_timeout: float = setting(5.0, gt=0)
+
+    def check(self, path: str) -> None:
+        for i, proxy in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    join(join(path, "trusted_proxies"), i),
+                    f"expected an IP address or network, got {describe(proxy)}",
+                ) from None
+        for i, origin in enumerate(self.allowed_origins):
+            if not _is_origin(origin):
+                raise ConfigError(
+                    join(join(path, "allowed_origins"), i),
+                    f"expected an origin like 'https://example.com' or '*', got {describe(origin)}",
+                )
+
+    def resolved_instance_id(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}:{self.port}"
+
+
+def _is_origin(text: str) -> bool:
+    """'*', or scheme://host[:port] as a browser sends it in its Origin header (a path,
+    query or user name would never match one)."""
+    if text == "*":
+        return True
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (
+        bool(parts.scheme and parts.hostname)
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+        and "@" not in parts.netloc
+    )
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The `store:` block: where shared state lives."""
+
+    backend: Literal["memory", "redis", "auto"] = "auto"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "ws:"
+    # Seconds an instance's connection counts outlive it if it dies without cleaning up.
+    instance_ttl: float = setting(30.0, ge=1, le=60)
+
+    def check(self, path: str) -> None:
+        where = join(path, "redis_url")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                where,
+                f"expected a redis://, rediss:// or unix:// URL, got {describe(self.redis_url)}",
+            )
+        problem = _redis_url_problem(self.redis_url)
+        if problem:
+            # The URL is not shown: it may hold a password.
+            raise ConfigError(where, f"not a usable Redis URL: {problem}")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What the store would trip over in `url`, found by the same parser it uses."""
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)
+        parts = urlsplit(url)
+    except ValueError as error:
+        return str(error).rstrip(".")
+    if parts.scheme == "unix":
+        return (
+            None if parts.path else "a unix:// URL needs a socket path (unix:///path/to/redis.sock)"
+        )
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        return f"the database number must be a number, got {describe(db)}"
+    return None
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """The `logging:` block: one line per event, as plain text or JSON."""
+
+    format: Literal["plain", "json"] = "plain"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration of one server instance."""
+
+    server: ServerSettings
+    store: StoreSettings
+    logging: LoggingSettings
+    # Every configured plugin block in file order, enabled or not.
+    plugins: Mapping[str, Any]
+    source: str = "config.yaml"
+
+    def enabled_plugins(self) -> list[tuple[str, Any]]:
+        return [(name, s) for name, s in self.plugins.items() if s.enabled]
+
+    def plugin(self, name: str) -> Any | None:
+        """The settings of plugin `name` if it is enabled, else None."""
+        block = self.plugins.get(name)
+        return block if block is not None and block.enabled else None
+
+    def plugin_block(self, name: str, default: Any) -> Any:
+        """The plugin's settings whether enabled or not (some define shared vocabulary)."""
+        return self.plugins.get(name, default)
+
+    @property
+    def instance_id(self) -> str:
+        return self.server.resolved_instance_id()
+
+
+SECTIONS = types.MappingProxyType(
+    {"server": ServerSettings, "store": StoreSettings, "logging": LoggingSettings}
+)

@@ -1,0 +1,1 @@
+"""Operations: what the server tells its operator (metrics, logs, refusal summaries)."""

@@ -1,0 +1,1 @@
+"""The wire format: client frames parsed and checked, server frames built once, message ids."""
