@@ -53,7 +53,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
-    instance = Instance(settings, REGISTRY)
+    instance = Instance(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # Before starting, so that a SIGTERM while Redis is slow to answer still ends in an

@@ -1,4 +1,4 @@
-"""The WebSocket endpoint: Tornado's events in, hook calls out, no feature logic."""
+"""The WebSocket endpoint: Tornado's events in, dispatcher calls out, no feature logic."""
 
 from __future__ import annotations
 
@@ -6,37 +6,15 @@ import logging
 from typing import Any
 
 import tornado.web
-import tornado.websocket
-from tornado.iostream import StreamClosedError
 
 from core.engine.connection import Connection
+from core.transport import WebSocketEndpoint
 from core.wire import frames
 
 log = logging.getLogger("server")
 
 
-class _TooBigAwareProtocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, telling the client why before it closes with 1009."""
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        stream = self.stream
-        if code == frames.CLOSE_TOO_BIG and not self.server_terminated and stream is not None:
-            try:
-                stream.write(
-                    frames.json_frame(
-                        frames.error_payload(
-                            frames.INVALID_MESSAGE,
-                            "the frame is larger than the server's max_message_size",
-                            max_message_size=self.params.max_message_size,
-                        )
-                    )
-                )
-            except StreamClosedError:
-                pass
-        super().close(code, reason)
-
-
-class WebSocketHandler(tornado.websocket.WebSocketHandler):
+class WebSocketHandler(WebSocketEndpoint):
     """`/ws`: hands open / message / pong / close to the instance's dispatcher."""
 
     def initialize(self, server: Any) -> None:
@@ -46,17 +24,6 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     def check_origin(self, origin: str) -> bool:
         """Cross-origin browsers are refused (403) unless in `allowed_origins`."""
         return self.server.origins.allows(origin)
-
-    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
-        protocol = super().get_websocket_protocol()
-        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
-            return _TooBigAwareProtocol(self, False, protocol.params)
-        return protocol
-
-    def get_compression_options(self) -> None:
-        # No permessage-deflate: it costs ~200 KB per connection and would make
-        # every recipient's copy of a broadcast different.
-        return None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.server.draining:
@@ -71,20 +38,32 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.request.remote_ip, self.request.headers.get("X-Forwarded-For")
         )
         self.set_nodelay(True)
-        self.conn = await self.server.dispatcher.open(
-            self,
-            ip,
-            self.get_query_argument("session", None) or None,
-            self.get_query_argument("since", None) or None,
-        )
+        query = {
+            name: values[0].decode("utf-8", "replace")
+            for name, values in self.request.query_arguments.items()
+            if values and values[0]
+        }
+        self.conn = await self.server.dispatcher.open(self.transport(), ip, query)
 
     async def on_message(self, message: str | bytes) -> None:
         """A frame from the client: the on_message hooks decide its fate."""
         await self.server.dispatcher.message(self.conn, message)
 
     def on_pong(self, data: bytes) -> None:
-        """The client answered a heartbeat ping."""
-        self.server.dispatcher.pong(self.conn)
+        """The client answered a ping: the on_pong hooks take note."""
+        self.server.dispatcher.pong(self.conn, data)
+
+    def last_words(self, code: int, max_message_size: int) -> bytes | None:
+        """Before Tornado closes with 1009 (frame too big), tell the client why."""
+        if code != frames.CLOSE_TOO_BIG:
+            return None
+        return frames.json_frame(
+            frames.error_payload(
+                frames.INVALID_MESSAGE,
+                "the frame is larger than the server's max_message_size",
+                max_message_size=max_message_size,
+            )
+        )
 
     def log_exception(self, typ, value, tb) -> None:
         """Log a failure without the request URI: its query may hold a session token."""

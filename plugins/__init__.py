@@ -1,9 +1,23 @@
-"""The feature plugins, by the name they have under `plugins:` in config.yaml."""
+"""The feature plugins, and the API for writing one.
+
+A plugin of your own needs nothing else from the project:
+
+    from plugins import Plugin, Veto
+
+and a key `package.module:ClassName` under `plugins:` in config.yaml (docs/plugins.md).
+`REGISTRY` is what config.yaml may name: the built-ins below by name, anything else as
+`package.module:ClassName`.
+"""
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
+from core.config.schema import ConfigError, setting
+from core.engine.catalog import PluginCatalog
+from core.engine.connection import Connection
+from core.engine.hooks import Declaration, Plugin, PluginSettings, Veto
+from core.engine.message import Message
 from plugins.heartbeat import HeartbeatPlugin
 from plugins.history import HistoryPlugin
 from plugins.priority import PriorityPlugin
@@ -12,7 +26,20 @@ from plugins.ratelimit import RateLimitPlugin
 from plugins.sessions import SessionsPlugin
 from plugins.throttle import ThrottlePlugin
 
-REGISTRY = MappingProxyType(
+__all__ = [
+    "BUILTINS",
+    "REGISTRY",
+    "ConfigError",
+    "Connection",
+    "Declaration",
+    "Message",
+    "Plugin",
+    "PluginSettings",
+    "Veto",
+    "setting",
+]
+
+BUILTINS = MappingProxyType(
     {
         plugin.name: plugin
         for plugin in (
@@ -26,3 +53,5 @@ REGISTRY = MappingProxyType(
         )
     }
 )
+
+REGISTRY = PluginCatalog(BUILTINS)

@@ -89,9 +89,14 @@ class HeartbeatPlugin(Plugin):
         self._last_tick = services.clock()
         self._last_announce = float("-inf")
         self._checks: set[asyncio.TimerHandle] = set()
+        # When each connection last answered a ping (or opened); connections open
+        # before the plugin started count from its start.
+        self._answered: dict[Connection, float] = {}
+        self._started_at = services.clock()
 
     async def on_startup(self) -> None:
         """Start the one server-wide callback."""
+        self._started_at = self.services.clock()
         self._retier(len(self.services.hub), force=True)
 
     def on_connect(self, conn: Connection) -> None:
@@ -99,9 +104,15 @@ class HeartbeatPlugin(Plugin):
         # The connection joins the hub after admission, so count it here.
         self._retier(len(self.services.hub) + 1)
         conn.welcome["heartbeat"] = {"interval": self.interval}
+        self._answered[conn] = self.services.clock()
+
+    def on_pong(self, conn: Connection, data: bytes) -> None:
+        """The client is alive."""
+        self._answered[conn] = self.services.clock()
 
     def on_close(self, conn: Connection) -> None:
         """Re-tier for one client fewer."""
+        self._answered.pop(conn, None)
         self._retier(len(self.services.hub))
 
     async def on_shutdown(self) -> None:
@@ -165,8 +176,9 @@ class HeartbeatPlugin(Plugin):
         """Close the clients that have not answered the ping sent at `pinged_at`."""
         now = asyncio.get_running_loop().time()
         self._checks = {h for h in self._checks if h.when() > now}
+        answered = self._answered
         for conn in list(self.services.hub.connections()):
-            if conn.last_pong < pinged_at and conn.opened_at < pinged_at and not conn.closing:
+            if answered.get(conn, self._started_at) < pinged_at and not conn.closing:
                 self.services.metrics.heartbeat_timeouts.inc()
                 self.log.info("closing %s from %s: no pong", conn.client_id, conn.ip)
                 conn.close(1011, "heartbeat timeout")

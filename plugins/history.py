@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from core.config.schema import ConfigError, join, setting
 from core.engine.connection import Connection
 from core.engine.hooks import Plugin
-from core.wire.ids import parse_id
+from core.stores.broker import LogPolicy
 
 
 @dataclass(frozen=True)
@@ -38,27 +38,27 @@ class HistoryPlugin(Plugin):
     name = "history"
     Settings = HistorySettings
 
-    async def on_welcome(self, conn: Connection) -> None:
-        """Send what the client missed (resumed) or the latest messages (new)."""
-        broker = self.services.hub.broker
+    async def on_startup(self) -> None:
+        """Ask the broker to keep `size` messages for `ttl` seconds."""
+        self.services.log_policy.provide(LogPolicy(self.settings.size, self.settings.ttl), self)
+
+    def on_reload(self, settings: HistorySettings) -> None:
+        """A new size or ttl reaches the broker at once."""
+        self.settings = settings
+        self.services.log_policy.provide(LogPolicy(settings.size, settings.ttl), self)
+
+    async def on_welcome(self, conn: Connection) -> str | None:
+        """Send what the client missed (resumed) or the latest messages (new); return
+        the id the client has now seen up to."""
+        broker = self.services.broker.value
         s = self.settings
-        cursor = self._cursor(conn)
+        cursor = conn.resume_from if conn.resumed else None
         if cursor is not None:
             entries = await broker.since(cursor, s.size, s.ttl)
         else:
             entries = await broker.recent(s.replay, s.ttl)
         for entry in entries:
             conn.send(entry.history_frame())
-        # Live messages held while we read must skip what the replay (or the
-        # client, for a resumed session) has already seen.
-        conn.replayed_through = entries[-1].id if entries else cursor
-
-    def _cursor(self, conn: Connection) -> str | None:
-        """Where a resumed session's replay starts: what the client says it saw last,
-        else what the server last sent it."""
-        if not conn.resumed:
-            return None
-        if conn.since is not None and parse_id(conn.since) is not None:
-            return conn.since
-        record = conn.record
-        return record.last_message_id if record is not None else None
+        # Live messages held while we read must skip what the replay (or the client,
+        # for a resumed session) has already seen.
+        return entries[-1].id if entries else cursor

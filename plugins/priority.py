@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from core.config.schema import ConfigError, describe, join, setting
-from core.engine.connection import Connection
-from core.engine.hooks import Plugin
+from core.engine.hooks import Declaration, Plugin
 from core.engine.outbox import OutboxPolicy
 from core.wire.frames import DEFAULT_CLASSES
 
@@ -45,15 +44,21 @@ class PriorityPlugin(Plugin):
     name = "priority"
     Settings = PrioritySettings
 
-    def __init__(self, settings: PrioritySettings, services) -> None:
-        super().__init__(settings, services)
-        self.policy = OutboxPolicy(limit=settings.queue_limit, ordered=True)
+    @classmethod
+    def declare(cls, settings: PrioritySettings) -> Declaration:
+        """`classes` are the message types clients may send, whether or not the plugin
+        is on (without it, queues keep arrival order)."""
+        return Declaration(classes=settings.classes)
 
-    def on_connect(self, conn: Connection) -> None:
-        """Give the connection the ordered, bounded queue policy."""
-        conn.policy = self.policy
+    async def on_startup(self) -> None:
+        """Queue every connection's frames by priority, within queue_limit."""
+        self._provide()
 
     def on_reload(self, settings: PrioritySettings) -> None:
-        """A new queue_limit reaches every connection at once (the policy is shared)."""
+        """A new queue_limit reaches every connection at once."""
         self.settings = settings
-        self.policy.limit = settings.queue_limit
+        self._provide()
+
+    def _provide(self) -> None:
+        policy = OutboxPolicy(limit=self.settings.queue_limit, ordered=True)
+        self.services.queue_policy.provide(policy, self)

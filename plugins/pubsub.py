@@ -1,6 +1,6 @@
 """State sharing: broadcasts reach the clients of every instance through Redis pub/sub.
 
-With the redis backend this plugin replaces the hub's local broker with the Redis one:
+With the redis backend this plugin provides the Redis broker in place of the local one:
 one subscription per instance, messages ordered by Redis, each delivered exactly once
 to every client everywhere. With the memory backend there is nobody to share with and
 broadcasts stay on this instance.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.config.schema import setting
-from core.engine.hooks import Plugin
+from core.engine.hooks import Declaration, Plugin
 from core.stores.broker import Broker
 
 
@@ -32,17 +32,20 @@ class PubSubPlugin(Plugin):
     def __init__(self, settings: PubSubSettings, services) -> None:
         super().__init__(settings, services)
         self._broker: Broker | None = None
-        self._local: Broker | None = None
+
+    @classmethod
+    def declare(cls, settings: PubSubSettings) -> Declaration:
+        """`channel` names the broadcast channel, whether or not the plugin is on."""
+        return Declaration(default_channel=settings.channel)
 
     async def on_startup(self) -> None:
-        """Subscribe, and route the hub's publishing through the shared broker."""
+        """Subscribe, and provide the shared broker: publishing goes through it."""
         broker = self.services.stores.shared_broker(self.settings.channel)
         if broker is None:
             self.log.info("memory store: broadcasts stay on this instance")
             return
-        self._local = self.services.hub.broker
         self._broker = broker
-        self.services.hub.use_broker(broker)
+        self.services.broker.provide(broker, self)
         await broker.start()
 
     async def on_reload(self, settings: PubSubSettings) -> None:
@@ -56,7 +59,6 @@ class PubSubPlugin(Plugin):
     async def on_shutdown(self) -> None:
         """Unsubscribe; broadcasts stay on this instance from now on."""
         if self._broker is not None:
-            if self._local is not None and self.services.hub.broker is self._broker:
-                self.services.hub.use_broker(self._local)
+            self.services.broker.withdraw(self)
             await self._broker.stop()
             self._broker = None

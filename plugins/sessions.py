@@ -1,8 +1,10 @@
 """Session management: a session per client, resumable with its secret token.
 
 `?session=TOKEN` on the WebSocket URL resumes the session: same client_id, same
-counters. An unknown or expired token silently starts a new session. The TTL is
-refreshed on connect, on every message, on close, and periodically while connected.
+counters, and the connection's `resume_from` (where a replay starts) is the last message
+the session was sent before it left, or `&since=ID` if the client says so itself. An
+unknown or expired token silently starts a new session. The TTL is refreshed on
+connect, on every message, on close, and periodically while connected.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from core.config.schema import setting
 from core.engine.connection import Connection
 from core.engine.hooks import Plugin
 from core.engine.message import Message
+from core.stores.sessions import Session
+from core.wire.ids import parse_id
 
 # How often connected sessions' TTLs are refreshed, at most.
 REFRESH_EVERY = 60.0
@@ -36,7 +40,7 @@ class SessionsPlugin(Plugin):
 
     def __init__(self, settings: SessionSettings, services) -> None:
         super().__init__(settings, services)
-        self._connected: dict[Connection, None] = {}
+        self._sessions: dict[Connection, Session] = {}  # the session of each admitted one
         self._refresher: PeriodicCallback | None = None
 
     async def on_startup(self) -> None:
@@ -50,17 +54,21 @@ class SessionsPlugin(Plugin):
         store = self.services.stores.sessions
         ttl = self.settings.ttl
         session = None
-        if conn.requested_session:
-            session = await store.resume(conn.requested_session, ttl)
+        token = conn.query.get("session")
+        if token:
+            session = await store.resume(token, ttl)
         if session is not None:
             conn.client_id = session.client_id
             conn.session = session.token
             conn.resumed = True
+            since = conn.query.get("since")
+            conn.resume_from = (
+                since if since is not None and parse_id(since) else session.last_message_id
+            )
         else:
             session = await store.create(conn.session, conn.client_id, ttl)
-        conn.record = session
         conn.welcome["messages"] = session.message_count
-        self._connected[conn] = None
+        self._sessions[conn] = session
 
     def on_message(self, conn: Connection, message: Message) -> None:
         """Count the message in the session (without waiting for the store)."""
@@ -70,8 +78,7 @@ class SessionsPlugin(Plugin):
 
     async def on_close(self, conn: Connection) -> None:
         """Remember when the client left and the last message it was sent."""
-        if conn in self._connected:
-            del self._connected[conn]
+        if self._sessions.pop(conn, None) is not None:
             await self.services.stores.sessions.leave(
                 conn.session, self.services.hub.last_id, self.settings.ttl
             )
@@ -82,6 +89,6 @@ class SessionsPlugin(Plugin):
             self._refresher.stop()
 
     async def _refresh(self) -> None:
-        tokens = [conn.session for conn in self._connected]
+        tokens = [conn.session for conn in self._sessions]
         if tokens:
             await self.services.stores.sessions.refresh(tokens, self.settings.ttl)

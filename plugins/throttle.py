@@ -28,6 +28,10 @@ class ThrottlePlugin(Plugin):
     name = "throttle"
     Settings = ThrottleSettings
 
+    def __init__(self, settings: ThrottleSettings, services) -> None:
+        super().__init__(settings, services)
+        self._slots: dict[Connection, str] = {}  # the IP each admitted connection counts for
+
     async def on_connect(self, conn: Connection) -> Veto | None:
         """Take a slot for the client's IP, or refuse the connection."""
         limit = self.settings.max_connections_per_ip
@@ -38,11 +42,11 @@ class ThrottlePlugin(Plugin):
                 frames.CLOSE_POLICY,
                 {"limit": limit},
             )
-        conn.data[self.name] = conn.ip
+        self._slots[conn] = conn.ip
         return None
 
     def on_close(self, conn: Connection) -> None:
         """Give the slot back (only if this plugin took one)."""
-        ip = conn.data.pop(self.name, None)
+        ip = self._slots.pop(conn, None)
         if ip is not None:
             self.services.stores.connections.release(ip)

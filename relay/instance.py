@@ -9,58 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import tornado.netutil
-import tornado.web
 from tornado.httpserver import HTTPServer
 
 from core.access.client_ip import ClientAddress
 from core.access.origins import OriginPolicy
 from core.config.settings import Settings
 from core.engine.dispatcher import Dispatcher
-from core.engine.hookrunner import PluginChain
+from core.engine.hookrunner import HookRunner
+from core.engine.hooks import Plugin
 from core.engine.hub import Hub
 from core.engine.services import Services
 from core.ops.metrics import Metrics
-from core.stores.broker import LogPolicy
+from core.stores.broker import Broker, LogPolicy
 from core.stores.factory import Stores, open_stores
+from core.transport import warn_if_unsupported
 from core.wire import frames
-from handlers.http import (
-    HealthHandler,
-    IndexHandler,
-    MetricsHandler,
-    StaticHandler,
-    log_request,
-)
-from handlers.websocket import WebSocketHandler
+from relay.application import application
+from relay.declarations import declarations
 
 log = logging.getLogger("server")
-
-STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
-
-
-def log_policy(settings: Settings) -> LogPolicy | None:
-    """What the history plugin asks the broker to keep; None without it."""
-    history = settings.plugin("history")
-    if history is None:
-        return None
-    return LogPolicy(size=history.size, ttl=history.ttl)
-
-
-def message_classes(settings: Settings) -> Mapping[str, int]:
-    block = settings.plugins.get("priority")
-    return block.classes if block is not None else frames.DEFAULT_CLASSES
 
 
 class Instance:
     """A server instance: `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: Settings, registry: Mapping[str, type]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = registry
         self.instance_id = settings.instance_id
         self.metrics = Metrics()
         self.origins = OriginPolicy(settings.server.allowed_origins)
@@ -68,21 +46,27 @@ class Instance:
         self.draining = False
         self.stores: Stores | None = None
         self.hub: Hub | None = None
-        self.chain: PluginChain | None = None
+        self.hooks: HookRunner | None = None
         self.dispatcher: Dispatcher | None = None
         self.http: HTTPServer | None = None
-        self.app: tornado.web.Application | None = None
+        self.app = None
         self.services: Services | None = None
+        self.plugins: dict[str, Plugin] = {}  # the enabled ones, by their key in config.yaml
         self.port: int | None = None
         self.stopped = asyncio.Event()
 
     # -- start ----------------------------------------------------------------------
 
+    def _plugin(self, settings: Settings, name: str) -> Plugin:
+        return settings.plugin_classes[name](settings.plugins[name], self.services)
+
     async def start(self) -> None:
         """Build everything, run on_startup hooks, then listen."""
         s = self.settings
-        self.stores = await open_stores(s.store, log_policy(s), self.instance_id, self.metrics)
+        warn_if_unsupported()
+        self.stores = await open_stores(s.store, self.instance_id, self.metrics)
         self.hub = Hub(self.stores.local_broker())
+        declared = declarations(s)
         services = self.services = Services(
             settings=s,
             hub=self.hub,
@@ -92,18 +76,23 @@ class Instance:
             clock=time.monotonic,
             wall=time.time,
         )
-        plugins = [self.registry[name](block, services) for name, block in s.enabled_plugins()]
-        self.chain = PluginChain(plugins, self.metrics)
+        self.plugins = {name: self._plugin(s, name) for name, _ in s.enabled_plugins()}
+        self.hooks = HookRunner(list(self.plugins.values()), self.metrics)
         self.dispatcher = Dispatcher(
             hub=self.hub,
-            chain=self.chain,
-            classes=message_classes(s),
+            hooks=self.hooks,
+            classes=declared.classes,
+            default_channel=declared.default_channel,
             instance_id=self.instance_id,
             metrics=self.metrics,
         )
+        # What features provide reaches the engine through these, and only these.
+        services.queue_policy.watch(self.dispatcher.use_policy)
+        services.log_policy.watch(self._use_log_policy)
+        services.broker.watch(self._use_broker)
         try:
-            await self.chain.startup()
-            self.app = self.application()
+            await self.hooks.startup()
+            self.app = application(self)
             self.http = HTTPServer(self.app, xheaders=False)
             sockets = tornado.netutil.bind_sockets(s.server.port, s.server.host)
         except BaseException:
@@ -117,22 +106,15 @@ class Instance:
             s.server.host,
             self.port,
             self.stores.backend,
-            ", ".join(p.name for p in plugins) or "none",
+            ", ".join(self.plugins) or "none",
         )
 
-    def application(self) -> tornado.web.Application:
-        return tornado.web.Application(
-            [
-                (r"/", IndexHandler, {"path": os.path.join(STATIC_DIR, "index.html")}),
-                (r"/static/(.*)", StaticHandler, {"path": STATIC_DIR}),
-                (r"/healthz", HealthHandler, {"server": self}),
-                (r"/metrics", MetricsHandler, {"server": self}),
-                (r"/ws", WebSocketHandler, {"server": self}),
-            ],
-            websocket_max_message_size=self.settings.server.max_message_size,
-            compress_response=False,
-            log_function=log_request,
-        )
+    def _use_log_policy(self, policy: LogPolicy | None) -> None:
+        self.services.broker.value.set_log(policy)
+
+    def _use_broker(self, broker: Broker) -> None:
+        broker.set_log(self.services.log_policy.value)
+        self.hub.use_broker(broker)
 
     # -- reload ---------------------------------------------------------------------
 
@@ -153,38 +135,46 @@ class Instance:
             )
             if before != after
         ]
-        kept = {p.name: p for p in self.chain.plugins}
-        plugins, added = [], []
-        for name, block in settings.enabled_plugins():
-            plugin = kept.pop(name, None)
-            if plugin is None:
-                plugin = self.registry[name](block, self.services)
+        kept = dict(self.plugins)
+        plugins: dict[str, Plugin] = {}
+        added = []
+        for name, _ in settings.enabled_plugins():
+            plugin = kept.get(name)
+            if plugin is not None and type(plugin) is settings.plugin_classes[name]:
+                del kept[name]  # carried over
+            else:
+                plugin = self._plugin(settings, name)
                 added.append(plugin)
-            plugins.append(plugin)
+            plugins[name] = plugin
         retired = list(kept.values())
-        chain = PluginChain(plugins, self.metrics)
-        chain.adopt([p for p in plugins if p not in added])
+        hooks = HookRunner(list(plugins.values()), self.metrics)
+        hooks.adopt([p for p in plugins.values() if p not in added])
         try:
-            await chain.start_some(added)
+            await hooks.start_some(added)
         except Exception:
             log.exception("reload: a plugin failed to start; the running configuration stays")
+            for plugin in added:
+                self.services.withdraw(plugin)
             return needs_restart
         self.settings = self.services.settings = settings
-        for plugin in plugins:
+        for name, plugin in plugins.items():
             if plugin not in added:
-                await chain.reload(plugin, settings.plugins[plugin.name])
-        self.chain = self.dispatcher.chain = chain
-        await chain.retire(retired, list(self.hub.connections()))
-        self.dispatcher.classes = message_classes(settings)
-        self.stores.log_policy = log_policy(settings)
-        self.hub.broker.set_log(self.stores.log_policy)
+                await hooks.reload(plugin, settings.plugins[name])
+        self.hooks = self.dispatcher.hooks = hooks
+        self.plugins = plugins
+        await hooks.retire(retired, list(self.hub.connections()))
+        for plugin in retired:
+            self.services.withdraw(plugin)
+        declared = declarations(settings)
+        self.dispatcher.classes = declared.classes
+        self.dispatcher.default_channel = declared.default_channel
         self.origins = OriginPolicy(settings.server.allowed_origins)
         self.client_address = ClientAddress(settings.server.trusted_proxies)
         self.app.settings["websocket_max_message_size"] = settings.server.max_message_size
         log.info(
             "configuration reloaded from %s (plugins: %s)",
             settings.source,
-            ", ".join(p.name for p in plugins) or "none",
+            ", ".join(plugins) or "none",
         )
         return needs_restart
 
@@ -237,7 +227,7 @@ class Instance:
         if self.http is not None:
             self.http.stop()
         for conn in list(self.hub.connections()):
-            conn.stream.close()
+            conn.transport.abort()
         try:
             await asyncio.wait_for(self.dispatcher.closed(), max(0.05, deadline - loop.time()))
         except TimeoutError:
@@ -261,7 +251,7 @@ class Instance:
     async def _release(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.refusals.close()
-        if self.chain is not None:
-            await self.chain.shutdown()
+        if self.hooks is not None:
+            await self.hooks.shutdown()
         if self.stores is not None:
             await self.stores.close()

@@ -58,7 +58,7 @@ def servers(io_loop) -> Iterator[Callable[..., Awaitable[Instance]]]:
         changes = dict(changes or {})
         if instance_id:
             changes = test_config.merge(changes, {"server": {"instance_id": instance_id}})
-        instance = Instance(test_config.settings(changes, registry), registry)
+        instance = Instance(test_config.settings(changes, registry))
         await instance.start()
         started.append(instance)
         return instance

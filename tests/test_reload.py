@@ -137,11 +137,11 @@ async def test_a_plugin_that_fails_to_start_keeps_the_running_configuration(serv
     journal: list = []
     registry = MappingProxyType({**REGISTRY, "broken": recorder("broken", journal)})
     server = await servers(registry=registry)
-    before = server.chain
+    before = server.hooks
     changes = {"plugins": {"broken": {"raise_startup": True}}}
     settings = test_config.settings(test_config.merge(CURRENT, changes), registry)
     await server.reload(settings)
-    assert server.chain is before and "broken" not in server.settings.plugins
+    assert server.hooks is before and "broken" not in server.settings.plugins
     assert journal == [("broken", "startup"), ("broken", "shutdown")]  # started, then undone
     client = await WsClient.connect(server.port)
     assert client.welcome["type"] == "welcome"

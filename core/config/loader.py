@@ -46,15 +46,62 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
     if not isinstance(plugins_data, dict):
         raise ConfigError("plugins", f"expected a mapping, got {describe(plugins_data)}")
     plugins: dict[str, Any] = {}
+    classes: dict[str, type] = {}
     for name, block in plugins_data.items():
         path = join_key("plugins", name)
-        plugin_cls = registry.get(name)
+        try:
+            plugin_cls = registry.get(name) if isinstance(name, str) else None
+        except LookupError as error:  # a package.module:ClassName that cannot be used
+            raise ConfigError(path, str(error)) from None
         if plugin_cls is None:
             close = difflib.get_close_matches(str(name), list(registry), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(registry)}"
+            hint = (
+                f"did you mean '{close[0]}'?"
+                if close
+                else f"known: {', '.join(registry)}; or package.module:ClassName of your own"
+            )
             raise ConfigError(path, f"unknown plugin ({hint})")
         plugins[name] = build(plugin_cls.Settings, block, path)
-    return Settings(plugins=types.MappingProxyType(plugins), source=source, **sections)
+        classes[name] = plugin_cls
+    _check_requirements(plugins, classes)
+    _check_declarations(plugins, classes)
+    return Settings(
+        plugins=types.MappingProxyType(plugins),
+        plugin_classes=types.MappingProxyType(classes),
+        source=source,
+        **sections,
+    )
+
+
+def _check_requirements(plugins: Mapping[str, Any], classes: Mapping[str, type]) -> None:
+    """Each enabled plugin's `requires`: enabled, and listed before it."""
+    enabled = [name for name, block in plugins.items() if block.enabled]
+    for position, name in enumerate(enabled):
+        for needed in getattr(classes[name], "requires", ()):
+            if needed not in enabled[:position]:
+                where = "listed after it" if needed in enabled else "not enabled"
+                raise ConfigError(
+                    join_key("plugins", name),
+                    f"needs plugin '{needed}' enabled and listed before it ({where})",
+                )
+
+
+def _check_declarations(plugins: Mapping[str, Any], classes: Mapping[str, type]) -> None:
+    """At most one block declares each piece of vocabulary (`Plugin.declare`)."""
+    declared_by: dict[str, str] = {}
+    for name, block in plugins.items():
+        declared = classes[name].declare(block)
+        if declared is None:
+            continue
+        for what in ("classes", "default_channel"):
+            if getattr(declared, what) is None:
+                continue
+            if what in declared_by:
+                raise ConfigError(
+                    join_key("plugins", name),
+                    f"declares {what.replace('_', ' ')}, as plugins.{declared_by[what]} does",
+                )
+            declared_by[what] = name
 
 
 def load_settings(

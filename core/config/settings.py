@@ -123,6 +123,8 @@ class Settings:
     logging: LoggingSettings
     # Every configured plugin block in file order, enabled or not.
     plugins: Mapping[str, Any]
+    # The plugin class of each block, by the same keys.
+    plugin_classes: Mapping[str, type]
     source: str = "config.yaml"
 
     def enabled_plugins(self) -> list[tuple[str, Any]]:
@@ -132,10 +134,6 @@ class Settings:
         """The settings of plugin `name` if it is enabled, else None."""
         block = self.plugins.get(name)
         return block if block is not None and block.enabled else None
-
-    def plugin_block(self, name: str, default: Any) -> Any:
-        """The plugin's settings whether enabled or not (some define shared vocabulary)."""
-        return self.plugins.get(name, default)
 
     @property
     def instance_id(self) -> str:

@@ -1,111 +1,105 @@
-"""One client connection: identity, per-plugin state, and its outbound path.
+"""One client connection: its identity and its outbound path.
 
 Writing is the hot path of the server. While a client keeps up, a frame goes straight to
-its socket (one `send` call, no Future, no Task); the IOStream only takes the unsent rest
-of a partial write. While the stream still holds unsent bytes, frames wait in the
-connection's `Outbox` instead, ordered by priority, and are written in chunks as the
-stream drains, so a critical frame can overtake queued status frames. A client that
-falls so far behind that the outbox overflows by a whole queue's worth is closed with
-`slow_consumer` / 1013: nothing a client does can make the server's memory grow.
+its transport (one `send` call on a plain socket, no Future, no Task). While the
+transport still holds unsent bytes, frames wait in the connection's `Outbox` instead,
+ordered by priority, and are written in chunks as the transport drains, so a critical
+frame can overtake queued status frames. A client that falls so far behind that the
+outbox overflows by a whole queue's worth is closed with `slow_consumer` / 1013: nothing
+a client does can make the server's memory grow.
+
+What features keep about a connection lives in the plugins that own it, keyed by the
+connection; the connection itself carries only what the engine and the wire protocol
+need (identity, the welcome being built, the writer).
 """
 
 from __future__ import annotations
 
 import secrets
-import socket
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-from tornado.iostream import IOStream, StreamClosedError
 
 from core.engine.outbox import Outbox, OutboxPolicy
 from core.wire import frames
 
 if TYPE_CHECKING:
-    from tornado.websocket import WebSocketHandler
-
-    from core.stores.sessions import Session
+    from core.transport import Transport
     from core.wire.entry import Entry
 
 # Frames of the server itself (welcome, history, heartbeats) go ahead of every class.
 SYSTEM_PRIORITY = 1 << 30
-# How much of the outbox is handed to the stream at once: small enough that a frame
+# How much of the outbox is handed to the transport at once: small enough that a frame
 # arriving later with a higher priority can still overtake the rest.
 PUMP_CHUNK = 64 * 1024
 
-DEFAULT_POLICY = OutboxPolicy()
+NO_QUERY: Mapping[str, str] = {}
 
 
 class Connection:
-    """A connected client: its identity, what plugins keep for it, and its writer."""
+    """A connected client: its identity, its welcome, and its writer."""
 
     __slots__ = (
         "__weakref__",
         "_drops_since_flush",
         "_flush_pending",
-        "_sock",
+        "_user",
         "admitted",
         "client_id",
         "closing",
-        "data",
         "dropped",
-        "handler",
         "ip",
-        "last_pong",
         "on_drop",
-        "opened_at",
         "outbox",
         "policy",
-        "record",
-        "replayed_through",
-        "requested_session",
+        "query",
+        "resume_from",
         "resumed",
         "session",
-        "since",
-        "stream",
+        "transport",
         "welcome",
     )
 
     def __init__(
         self,
-        handler: WebSocketHandler,
+        transport: Transport,
         ip: str,
-        requested_session: str | None = None,
-        since: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        query: Mapping[str, str] = NO_QUERY,
+        policy: OutboxPolicy | None = None,
     ) -> None:
-        self.handler = handler
-        ws = handler.ws_connection
-        self.stream: IOStream = ws.stream  # type: ignore[union-attr]
-        # Direct socket writes only on plain TCP; TLS must go through the stream.
-        self._sock: socket.socket | None = (
-            self.stream.socket if type(self.stream) is IOStream else None
-        )
+        self.transport = transport
         self.ip = ip
+        # The WebSocket URL's query arguments (the first value of each).
+        self.query = query
         self.client_id = secrets.token_hex(8)
         self.session = secrets.token_urlsafe(32)
         self.resumed = False
-        self.record: Session | None = None
-        self.requested_session = requested_session
-        self.since = since
+        # For a resumed session: the id of the last message the client had received
+        # before this connection; the replay starts after it.
+        self.resume_from: str | None = None
+        self._user: str | None = None
         # Fields plugins add to the welcome frame during on_connect.
         self.welcome: dict[str, Any] = {}
-        # Per-plugin state, keyed by plugin name.
-        self.data: dict[str, Any] = {}
-        self.opened_at = self.last_pong = clock()
-        self.policy = DEFAULT_POLICY
+        # Shared by every connection of an instance, so a reload reaches all of them.
+        self.policy = policy if policy is not None else OutboxPolicy(ordered=False)
         self.outbox: Outbox[bytes] | None = None  # created on first backlog
         self.dropped = 0
         self._drops_since_flush = 0
         self._flush_pending = False
         self.closing = False
         self.admitted = False
-        self.replayed_through: str | None = None
         self.on_drop: Callable[[Connection, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.client_id} from {self.ip}>"
+
+    @property
+    def user(self) -> str:
+        """Who the client is: its authenticated user, or else its client_id."""
+        return self._user if self._user is not None else self.client_id
+
+    @user.setter
+    def user(self, user: str | None) -> None:
+        self._user = user
 
     # -- writing --------------------------------------------------------------------
 
@@ -113,8 +107,8 @@ class Connection:
         """Send one complete WebSocket frame."""
         if self.closing:
             return
-        if not self.outbox and not self.stream.writing():
-            self._write(frame)
+        if not self.outbox and not self.transport.writing():
+            self.transport.write(frame)
         else:
             self._enqueue(priority, frame)
 
@@ -125,8 +119,8 @@ class Connection:
         """Send the hub's batch: `data` is the frames of `entries`, joined."""
         if self.closing:
             return
-        if not self.outbox and not self.stream.writing():
-            self._write(data)
+        if not self.outbox and not self.transport.writing():
+            self.transport.write(data)
         else:
             for entry in entries:
                 self._enqueue(entry.priority, entry.frame)
@@ -134,25 +128,6 @@ class Connection:
     def backlog(self) -> int:
         """Frames waiting in the outbox."""
         return len(self.outbox) if self.outbox is not None else 0
-
-    def _write(self, data: bytes | memoryview) -> None:
-        sock = self._sock
-        if sock is not None:
-            try:
-                sent = sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                # The peer is gone; closing the stream ends the read loop and on_close runs.
-                self.stream.close()
-                return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        try:
-            self.stream.write(data)
-        except StreamClosedError:
-            pass
 
     def _enqueue(self, priority: int, frame: bytes) -> None:
         outbox = self.outbox
@@ -165,31 +140,27 @@ class Connection:
             self._wait_for_flush()
 
     def _wait_for_flush(self) -> None:
-        try:
-            # An empty write resolves once everything written before it has been sent.
-            future = self.stream.write(b"")
-        except StreamClosedError:
-            return
-        self._flush_pending = True
-        future.add_done_callback(self._on_flushed)
+        if self.transport.when_flushed(self._on_flushed):
+            self._flush_pending = True
 
-    def _on_flushed(self, future: Any) -> None:
+    def _on_flushed(self, ok: bool) -> None:
         self._flush_pending = False
-        if future.exception() is not None or self.closing:
+        if not ok or self.closing:
             return
         self._drops_since_flush = 0
         self._pump()
 
     def _pump(self) -> None:
         outbox = self.outbox
-        while outbox and not self.stream.writing():
+        transport = self.transport
+        while outbox and not transport.writing():
             chunk = [outbox.pop()]
             size = len(chunk[0])
             while outbox and size < PUMP_CHUNK:
                 frame = outbox.pop()
                 chunk.append(frame)
                 size += len(frame)
-            self._write(b"".join(chunk) if len(chunk) > 1 else chunk[0])
+            transport.write(b"".join(chunk) if len(chunk) > 1 else chunk[0])
         if outbox:
             self._wait_for_flush()
         elif outbox is not None and not self._flush_pending:
@@ -211,7 +182,7 @@ class Connection:
             self.on_drop(self, count)
 
     def flushed(self) -> bool:
-        return not self.outbox and not self.stream.writing()
+        return not self.outbox and not self.transport.writing()
 
     # -- closing --------------------------------------------------------------------
 
@@ -222,13 +193,9 @@ class Connection:
         self.closing = True
         if self.outbox is not None:
             self.outbox.clear()
-        if error is not None and not self.stream.closed():
-            try:
-                # Straight to the stream: behind what is in flight, before the close frame.
-                self.stream.write(frames.json_frame(error))
-            except StreamClosedError:
-                pass
-        self.handler.close(code, reason[:120])
+        # The error goes behind what is in flight, before the close frame.
+        last = frames.json_frame(error) if error is not None else None
+        self.transport.close(code, reason[:120], last)
 
     def fail(self, code: str, message: str, close_code: int, **extra: Any) -> None:
         self.close(close_code, message, frames.error_payload(code, message, **extra))

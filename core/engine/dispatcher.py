@@ -13,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
 from core.engine.connection import Connection
+from core.engine.hooks import Veto
 from core.engine.message import Message
 from core.engine.outbox import OutboxPolicy
 from core.ops.refusals import RefusalLog
 from core.wire import frames
+from core.wire.ids import parse_id
 
 if TYPE_CHECKING:
-    from tornado.websocket import WebSocketHandler
-
-    from core.engine.hookrunner import PluginChain
-    from core.engine.hooks import Veto
+    from core.engine.hookrunner import HookRunner
     from core.engine.hub import Hub
     from core.ops.metrics import Metrics
+    from core.transport import Transport
 
 log = logging.getLogger("server")
 
@@ -40,51 +40,57 @@ class Dispatcher:
         self,
         *,
         hub: Hub,
-        chain: PluginChain,
+        hooks: HookRunner,
         classes: Mapping[str, int],
+        default_channel: str,
         instance_id: str,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
-        self.chain = chain
+        self.hooks = hooks
         self.classes = classes
+        self.default_channel = default_channel
         self.instance_id = instance_id
         self.metrics = metrics
         self.clock = clock
         self.wall = wall
-        # Without the priority plugin, queues are plain FIFOs of the same bound.
-        self.default_policy = OutboxPolicy(ordered=False)
+        # One policy object for every connection: a change reaches all of them at once.
+        self.policy = OutboxPolicy(ordered=False)
         self._closing: set[asyncio.Task] = set()
         self.refusals = RefusalLog(log)
         hub.on_fanout = self._count_fanout
 
+    def use_policy(self, policy: OutboxPolicy) -> None:
+        """Queue every connection's frames by `policy` from now on."""
+        self.policy.limit = policy.limit
+        self.policy.ordered = policy.ordered
+
     # -- open -----------------------------------------------------------------------
 
     async def open(
-        self, handler: WebSocketHandler, ip: str, session: str | None, since: str | None
+        self, transport: Transport, ip: str, query: Mapping[str, str]
     ) -> Connection | None:
         """Admit a new WebSocket, or refuse it; returns the admitted connection."""
-        conn = Connection(handler, ip, session, since, self.clock)
-        conn.policy = self.default_policy
+        conn = Connection(transport, ip, query, self.policy)
         conn.on_drop = self._count_drop
-        veto = await self.chain.connect(conn)
+        veto = await self.hooks.connect(conn)
         if veto is not None:
             self.metrics.connections_refused.labels(veto.code or "refused").inc()
             self.refusals.note(veto.code or "refused", ip)
             conn.close(veto.close_code or frames.CLOSE_POLICY, veto.message, veto.error_frame())
             return None
         if conn.closing:  # a plugin closed it while admitting
-            await self.chain.close(conn)
+            await self.hooks.close(conn)
             return None
         conn.admitted = True
         self.metrics.connections_opened.inc()
         self.metrics.connections.inc()
         self.hub.join(conn)
         conn.send_json(self._welcome(conn))
-        await self.chain.welcome(conn)
-        self.hub.go_live(conn, conn.replayed_through)
+        replayed = await self.hooks.welcome(conn)
+        self.hub.go_live(conn, newest(replayed))
         return conn
 
     def _welcome(self, conn: Connection) -> dict:
@@ -111,15 +117,24 @@ class Dispatcher:
             self.metrics.messages_rejected.labels(error.code).inc()
             conn.send_json(frames.error_payload(error.code, error.message))
             return
-        priority = self.classes[parsed.cls]
-        message = Message(parsed.cls, priority, parsed.content, conn.client_id, self.wall())
-        veto = await self.chain.message(conn, message)
-        if veto is not None:
-            self._refuse_message(conn, veto)
+        message = Message(
+            parsed.cls,
+            self.classes[parsed.cls],
+            parsed.content,
+            conn.client_id,
+            self.wall(),
+            self.default_channel,
+        )
+        outcome = await self.hooks.message(conn, message)
+        if isinstance(outcome, Veto):
+            self._refuse_message(conn, outcome)
             return
-        self.metrics.messages_in.labels(parsed.cls).inc()
-        tail = frames.message_tail(conn.client_id, parsed.cls, priority, parsed.content, message.ts)
-        self.hub.publish(priority, tail, message.ts, parsed.cls)
+        priority = self.classes.get(outcome.cls, outcome.priority)
+        self.metrics.messages_in.labels(outcome.cls).inc()
+        tail = frames.message_tail(
+            outcome.sender, outcome.cls, priority, outcome.content, outcome.ts
+        )
+        self.hub.publish(priority, tail, outcome.ts, outcome.cls)
 
     def _refuse_message(self, conn: Connection, veto: Veto) -> None:
         if veto.code is not None:
@@ -129,9 +144,10 @@ class Dispatcher:
         elif veto.code is not None:
             conn.send_json(veto.error_frame())
 
-    def pong(self, conn: Connection | None) -> None:
-        if conn is not None:
-            conn.last_pong = self.clock()
+    def pong(self, conn: Connection | None, data: bytes) -> None:
+        """The client answered a ping: the on_pong hooks (the heartbeat) take note."""
+        if conn is not None and conn.admitted and self.hooks.wants_pongs():
+            self._background(self.hooks.pong(conn, data))
 
     # -- close ----------------------------------------------------------------------
 
@@ -142,12 +158,16 @@ class Dispatcher:
         conn.admitted = False
         self.hub.leave(conn)
         self.metrics.connections.dec()
-        task = asyncio.ensure_future(self.chain.close(conn))
+        self._background(self.hooks.close(conn))
+
+    def _background(self, hooks: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(hooks)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def closed(self) -> None:
-        """Wait for the close hooks still running (before shutdown hooks release stores)."""
+        """Wait for the close (and pong) hooks still running (before shutdown hooks
+        release stores)."""
         while self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
 
@@ -174,3 +194,9 @@ class Dispatcher:
                 conn.ip,
                 conn.dropped,
             )
+
+
+def newest(ids: list[str]) -> str | None:
+    """The newest ordered id of `ids` (None if none is ordered)."""
+    keyed = [(key, i) for i in ids if (key := parse_id(i)) is not None]
+    return max(keyed)[1] if keyed else None

@@ -1,8 +1,11 @@
-"""Runs the enabled plugins' hooks in order, as `core.engine.hooks` specifies.
+"""Runs the enabled plugins' hooks as `core.engine.hooks.HOOKS` declares them.
 
-The chain is built once (and again on reload) from the plugins in `plugins:` order. For
-each hook it keeps only the plugins that override it, and whether the override is a
-coroutine, so a message costs one call per plugin that cares about messages.
+The runner is built once (and again on reload) from the plugins in `plugins:` order.
+For each hook it keeps only the plugins that override it, in the declared order, and
+whether each override is a coroutine (decided once, here), so a message costs one call
+per plugin that cares about messages. Every call goes through one loop, `_multicall`
+(pluggy's `_multicall` is the model): call, await if needed, apply the declared
+failure and result semantics.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from core.engine.hooks import Plugin, Veto
+from core.engine.hooks import CONTINUE, HOOKS, RAISE, HookSpec, Plugin, Veto, verify_hooks
 from core.wire import frames
 
 if TYPE_CHECKING:
@@ -22,37 +25,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plugins")
 
-CONNECT_FAILED = Veto(
-    frames.INTERNAL_ERROR, "the server could not accept the connection", frames.CLOSE_INTERNAL
-)
-MESSAGE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the message")
+Impl = tuple[Plugin, Callable[..., Any], bool]
 
-Hook = tuple[Plugin, Callable[..., Any], bool]
+# The base implementation of these runs for plugins that do not override them.
+RUNS_BASE = frozenset({"on_reload"})
 
 
-class PluginChain:
+def implementations(spec: HookSpec, plugins: Sequence[Plugin]) -> list[Impl]:
+    """The plugins' implementations of `spec`, in the order it runs them."""
+    impls = []
+    base = getattr(Plugin, spec.name)
+    for plugin in plugins:
+        if getattr(type(plugin), spec.name) is base and spec.name not in RUNS_BASE:
+            continue
+        method = getattr(plugin, spec.name)
+        impls.append((plugin, method, inspect.iscoroutinefunction(method)))
+    return impls[::-1] if spec.reverse else impls
+
+
+class HookRunner:
     """The ordered, frozen list of enabled plugins and their hooks."""
 
     def __init__(self, plugins: Sequence[Plugin], metrics: Metrics | None = None) -> None:
         self.plugins = list(plugins)
+        for plugin in self.plugins:
+            verify_hooks(type(plugin))
         self._metrics = metrics
-        self._startup = self._hooks("on_startup")
-        self._connect = self._hooks("on_connect")
-        self._welcome = self._hooks("on_welcome")
-        self._message = self._hooks("on_message")
-        self._close = self._hooks("on_close")[::-1]
-        self._shutdown = self._hooks("on_shutdown")[::-1]
+        self._impls = {name: implementations(spec, self.plugins) for name, spec in HOOKS.items()}
         self._position = {p: i for i, p in enumerate(self.plugins)}
         self._started: list[Plugin] = []
-
-    def _hooks(self, name: str) -> list[Hook]:
-        hooks = []
-        for plugin in self.plugins:
-            method = getattr(plugin, name)
-            if getattr(type(plugin), name) is getattr(Plugin, name):
-                continue
-            hooks.append((plugin, method, inspect.iscoroutinefunction(method)))
-        return hooks
 
     def get(self, name: str) -> Plugin | None:
         for plugin in self.plugins:
@@ -60,84 +61,108 @@ class PluginChain:
                 return plugin
         return None
 
+    # -- the loop -------------------------------------------------------------------
+
+    async def _multicall(
+        self, spec: HookSpec, impls: Sequence[Impl], args: list[Any], conn: Connection | None
+    ) -> tuple[Any, Plugin | None]:
+        """Run `impls` with `args` as `spec` declares.
+
+        Returns (the first result, the plugin that gave it) for a firstresult hook, and
+        (every non-None result, None) for the others. A result of the spec's
+        `replacement` type replaces its argument in `args`, in place, for later hooks.
+        """
+        results: list[Any] = []
+        for plugin, hook, is_async in impls:
+            try:
+                result = hook(*args)
+                if is_async:
+                    result = await result
+                if result is not None and spec.replacement is not None:
+                    if isinstance(result, spec.replacement):
+                        args[spec.replaces] = result  # type: ignore[index]
+                        continue
+                    if not isinstance(result, Veto):
+                        raise TypeError(
+                            f"returned {type(result).__name__}, not a Veto or "
+                            f"{spec.replacement.__name__}"
+                        )
+            except Exception:
+                if spec.on_error == RAISE:
+                    raise
+                self._failed(plugin, spec.name, conn)
+                if spec.on_error == CONTINUE:
+                    continue
+                return spec.on_error, plugin
+            if result is None:
+                continue
+            if spec.firstresult:
+                return result, plugin
+            results.append(result)
+        return (None, None) if spec.firstresult else (results, None)
+
     def _failed(self, plugin: Plugin, hook: str, conn: Connection | None = None) -> None:
         who = f" for {conn.client_id}" if conn is not None else ""
         log.exception("plugin %s: %s failed%s", plugin.name, hook, who)
         if self._metrics is not None:
             self._metrics.hook_errors.labels(plugin.name, hook).inc()
 
-    async def startup(self) -> None:
-        """Run every on_startup in order; the first failure propagates (start-up stops).
+    async def _run(self, name: str, *args: Any, conn: Connection | None = None) -> Any:
+        spec = HOOKS[name]
+        result, _ = await self._multicall(spec, self._impls[name], list(args), conn)
+        return result
 
-        Only plugins whose on_startup ran (the failing one included: it may have
-        half-started) get on_shutdown afterwards.
-        """
-        starting = {p for p, _, _ in self._startup}
-        self._started = [p for p in self.plugins if p not in starting]
-        for plugin, hook, is_async in self._startup:
-            self._started.append(plugin)
-            result = hook()
-            if is_async:
-                await result
+    # -- connection and message hooks --------------------------------------------------
 
     async def connect(self, conn: Connection) -> Veto | None:
-        for plugin, hook, is_async in self._connect:
-            try:
-                veto = hook(conn)
-                if is_async:
-                    veto = await veto
-            except Exception:
-                self._failed(plugin, "on_connect", conn)
-                veto = CONNECT_FAILED
-            if veto is not None:
-                if veto.close_code is None:
-                    veto = Veto(veto.code, veto.message, frames.CLOSE_POLICY, veto.extra)
-                await self._close_before(conn, plugin)
-                return veto
-        return None
+        """on_connect in order; a veto (or a raise) refuses, and the plugins before the
+        refusing one get on_close."""
+        spec = HOOKS["on_connect"]
+        veto, refuser = await self._multicall(spec, self._impls["on_connect"], [conn], conn)
+        if veto is None:
+            return None
+        if not isinstance(veto, Veto):
+            self._failed(refuser, "on_connect", conn)
+            veto = spec.on_error
+        if veto.close_code is None:
+            veto = Veto(veto.code, veto.message, frames.CLOSE_POLICY, veto.extra)
+        limit = self._position[refuser]
+        before = [h for h in self._impls["on_close"] if self._position[h[0]] < limit]
+        await self._multicall(HOOKS["on_close"], before, [conn], conn)
+        return veto
 
-    async def welcome(self, conn: Connection) -> None:
-        for plugin, hook, is_async in self._welcome:
-            try:
-                result = hook(conn)
-                if is_async:
-                    await result
-            except Exception:
-                self._failed(plugin, "on_welcome", conn)
+    async def welcome(self, conn: Connection) -> list[str]:
+        """on_welcome in order; the message ids the hooks say they replayed."""
+        return await self._run("on_welcome", conn, conn=conn)
 
-    async def message(self, conn: Connection, message: Message) -> Veto | None:
-        for plugin, hook, is_async in self._message:
-            try:
-                veto = hook(conn, message)
-                if is_async:
-                    veto = await veto
-            except Exception:
-                self._failed(plugin, "on_message", conn)
-                return MESSAGE_FAILED
-            if veto is not None:
-                return veto
-        return None
+    async def message(self, conn: Connection, message: Message) -> Veto | Message:
+        """on_message in order: a Veto, or the message to broadcast (maybe replaced)."""
+        args = [conn, message]
+        veto, _ = await self._multicall(HOOKS["on_message"], self._impls["on_message"], args, conn)
+        return veto if veto is not None else args[1]
+
+    async def pong(self, conn: Connection, data: bytes) -> None:
+        await self._run("on_pong", conn, data, conn=conn)
+
+    def wants_pongs(self) -> bool:
+        return bool(self._impls["on_pong"])
 
     async def close(self, conn: Connection) -> None:
-        await self._run_close(conn, self._close)
+        await self._run("on_close", conn, conn=conn)
 
-    async def _close_before(self, conn: Connection, refuser: Plugin) -> None:
-        """on_close for the plugins ahead of `refuser`, which admitted the connection."""
-        limit = self._position[refuser]
-        await self._run_close(conn, [h for h in self._close if self._position[h[0]] < limit])
+    # -- lifecycle ------------------------------------------------------------------
 
-    async def _run_close(self, conn: Connection, hooks: list[Hook]) -> None:
-        for plugin, hook, is_async in hooks:
-            try:
-                result = hook(conn)
-                if is_async:
-                    await result
-            except Exception:
-                self._failed(plugin, "on_close", conn)
+    async def startup(self) -> None:
+        """Every on_startup in order; the first failure propagates (start-up stops).
 
-    def adopt(self, running: Sequence[Plugin]) -> None:
-        """Count `running` plugins (carried over by a reload) as started."""
-        self._started.extend(p for p in running if p not in self._started)
+        Only plugins whose on_startup ran (the failing one included: it may have
+        half-started), and those with none, get on_shutdown afterwards.
+        """
+        starting = self._impls["on_startup"]
+        self._started = [p for p in self.plugins if p not in {impl[0] for impl in starting}]
+        for impl in starting:
+            self._started.append(impl[0])
+            await self._multicall(HOOKS["on_startup"], [impl], [], None)
 
     async def start_some(self, plugins: Sequence[Plugin]) -> None:
         """on_startup for plugins added by a reload, in chain order. If one raises, those
@@ -145,16 +170,18 @@ class PluginChain:
         wanted = set(plugins)
         started: list[Plugin] = []
         try:
-            for plugin, hook, is_async in self._startup:
-                if plugin in wanted:
-                    started.append(plugin)
-                    result = hook()
-                    if is_async:
-                        await result
+            for impl in self._impls["on_startup"]:
+                if impl[0] in wanted:
+                    started.append(impl[0])
+                    await self._multicall(HOOKS["on_startup"], [impl], [], None)
         except BaseException:
             await self.retire(started, [])
             raise
         self._started.extend(p for p in plugins if p not in self._started)
+
+    def adopt(self, running: Sequence[Plugin]) -> None:
+        """Count `running` plugins (carried over by a reload) as started."""
+        self._started.extend(p for p in running if p not in self._started)
 
     async def retire(self, plugins: Sequence[Plugin], connections: Sequence[Connection]) -> None:
         """Plugins removed by a reload: on_close for every live connection, then on_shutdown.
@@ -163,38 +190,19 @@ class PluginChain:
         it stops, exactly as if each connection had closed.
         """
         for plugin in reversed(plugins):
-            if type(plugin).on_close is not Plugin.on_close:
-                for conn in connections:
-                    try:
-                        result = plugin.on_close(conn)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception:
-                        self._failed(plugin, "on_close", conn)
-            try:
-                result = plugin.on_shutdown()
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                self._failed(plugin, "on_shutdown")
+            closing = implementations(HOOKS["on_close"], [plugin])
+            for conn in connections if closing else ():
+                await self._multicall(HOOKS["on_close"], closing, [conn], conn)
+            stopping = implementations(HOOKS["on_shutdown"], [plugin])
+            await self._multicall(HOOKS["on_shutdown"], stopping, [], None)
 
     async def reload(self, plugin: Plugin, settings: object) -> None:
         """Give a plugin carried over by a reload its new settings."""
-        try:
-            result = plugin.on_reload(settings)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self._failed(plugin, "on_reload")
+        impls = implementations(HOOKS["on_reload"], [plugin])
+        await self._multicall(HOOKS["on_reload"], impls, [settings], None)
 
     async def shutdown(self) -> None:
+        """on_shutdown, in reverse order, for the plugins that started."""
         started = set(self._started)
-        for plugin, hook, is_async in self._shutdown:
-            if plugin not in started:
-                continue
-            try:
-                result = hook()
-                if is_async:
-                    await result
-            except Exception:
-                self._failed(plugin, "on_shutdown")
+        impls = [h for h in self._impls["on_shutdown"] if h[0] in started]
+        await self._multicall(HOOKS["on_shutdown"], impls, [], None)

@@ -1,56 +1,77 @@
-"""The hook contract: every hook a plugin may implement, in one place.
+"""The plugin API and the hook contract: every hook a plugin may implement, in one place.
 
 A plugin is a subclass of `Plugin` that overrides some of the hooks below. Hooks may be
 plain methods or coroutines; only overridden hooks are ever called, so a plugin pays
-for nothing it does not use. The chain (`plugins.chain.PluginChain`) calls them:
+for nothing it does not use. Each hook is declared once, in `HOOKS`, with its arguments,
+its order, what its result means and what a raise costs; the runner
+(`core.engine.hookrunner.HookRunner`) follows the declaration, and a plugin's hooks are
+checked against it when the class is defined (a misspelt hook or a wrong signature is a
+TypeError naming the plugin, the hook and the expected arguments).
 
-=================  ===========================================  =====================
-hook               fires                                        order
-=================  ===========================================  =====================
-on_startup()       once, before the server listens              file order
-on_connect(conn)   a WebSocket was accepted; before the welcome file order
-on_welcome(conn)   the welcome was sent; before live messages   file order
-on_message(c, m)   a valid client message, before broadcast     file order
-on_close(conn)     the connection ended (or was refused later)  reverse file order
-on_shutdown()      once, while the server stops                 reverse file order
-on_reload(s)       SIGHUP brought new, valid settings           file order
-=================  ===========================================  =====================
+=====================  ===========================================  ===================
+hook                   fires                                        order
+=====================  ===========================================  ===================
+on_startup()           once, before the server listens              file order
+on_connect(conn)       a WebSocket was accepted; before the welcome file order
+on_welcome(conn)       the welcome was sent; before live messages   file order
+on_message(c, m)       a valid client message, before broadcast     file order
+on_pong(conn, data)    the client answered a WebSocket ping         file order
+on_close(conn)         the connection ended (or was refused later)  reverse file order
+on_shutdown()          once, while the server stops                 reverse file order
+on_reload(settings)    SIGHUP brought new, valid settings           file order
+=====================  ===========================================  ===================
 
-A reload (SIGHUP) keeps the plugins that stay enabled (they get ``on_reload``), starts
-the ones it enables (``on_startup``; connections already open never pass through their
-``on_connect``, so their ``on_close`` must ignore connections they did not admit), and
-retires the ones it disables (``on_close`` for every open connection, then
-``on_shutdown``), so nothing a retired plugin took is kept.
+Results:
 
-Vetoes are typed values, never bare booleans:
-
-- ``on_connect`` returns a `Veto` to refuse the connection. The client gets the veto's
-  error frame and is closed with its ``close_code`` (1008 unless set). The remaining
-  on_connect hooks do not run, and ``on_close`` runs, in reverse order, for exactly the
-  plugins before the refusing one, so what they took they give back.
+- ``on_connect`` returns a `Veto` to refuse the connection (the first veto wins). The
+  client gets the veto's error frame and is closed with its ``close_code`` (1008 unless
+  set). The remaining on_connect hooks do not run, and ``on_close`` runs, in reverse
+  order, for exactly the plugins before the refusing one, so what they took they give
+  back.
+- ``on_welcome`` may return the id of the newest message it sent the client (a history
+  replay): live messages up to that id, held while the hooks ran, are not sent again.
 - ``on_message`` returns a `Veto` to stop the message: it is not broadcast, the sender
   gets the veto's error frame (none if ``code`` is None: a silent drop) and stays
-  connected unless ``close_code`` is set. Later on_message hooks do not run.
+  connected unless ``close_code`` is set; later on_message hooks do not run. It may
+  instead return a `Message` (``message.replace(content=...)``): the later hooks see it,
+  and it is what is broadcast.
 - Any other hook's return value is ignored.
 
-A hook that raises is logged with its plugin's name and costs only what it was handling:
-a raising on_connect refuses that connection (``internal_error``, 1011), a raising
-on_message drops that message (``internal_error``, connection kept), a raising on_close
-or on_shutdown does not stop the hooks after it. A raising on_startup stops start-up.
+A hook that raises is logged with its plugin's name, counted in
+``ws_hook_errors_total{plugin,hook}``, and costs only what it was handling:
+
+- on_connect: that connection is refused (``internal_error``, 1011), as by a veto.
+- on_welcome: the other on_welcome hooks still run and the connection goes live; what
+  the raising hook would have sent (a replay) is not sent.
+- on_message: that message is dropped (``internal_error`` to the sender, who stays).
+- on_pong, on_close, on_shutdown, on_reload: the hooks after it still run.
+- on_startup: start-up stops (the plugins that had started are shut down again).
+
+Lifecycle across a reload (SIGHUP): plugins that stay enabled get ``on_reload``; plugins
+it enables get ``on_startup`` (connections already open never pass through their
+``on_connect``, so their ``on_close`` must ignore connections they did not admit); the
+ones it disables are retired: ``on_close`` for every open connection, then
+``on_shutdown``, then every service they provided is withdrawn (`Services`), so nothing
+a retired plugin took or provided is kept.
+
+Per-connection state belongs to the plugin that keeps it: a dict on the plugin keyed by
+the connection, filled in on_connect and emptied in on_close.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from core.engine.message import Message
 from core.wire import frames
 
 if TYPE_CHECKING:
     from core.engine.connection import Connection
-    from core.engine.message import Message
     from core.engine.services import Services
 
 
@@ -69,22 +90,105 @@ class Veto:
         return frames.error_payload(self.code, self.message, **self.extra)
 
 
-HOOKS = (
-    "on_startup",
-    "on_connect",
-    "on_welcome",
-    "on_message",
-    "on_close",
-    "on_shutdown",
-    "on_reload",
+CONNECT_FAILED = Veto(
+    frames.INTERNAL_ERROR, "the server could not accept the connection", frames.CLOSE_INTERNAL
+)
+MESSAGE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the message")
+
+# What a raising implementation means: RAISE propagates; CONTINUE logs and runs the
+# next one; a Veto logs and ends the call with that veto as its result.
+RAISE = "raise"
+CONTINUE = "continue"
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """One hook's declaration: its arguments, order, result and failure semantics."""
+
+    name: str
+    params: tuple[str, ...]  # after self; implementations are called positionally
+    reverse: bool = False  # run in reverse file order
+    firstresult: bool = False  # the first non-None result ends the call
+    # A result of this type replaces argument `replaces` for later hooks (on_message).
+    replaces: int | None = None
+    replacement: type | None = None
+    on_error: Veto | str = CONTINUE
+
+
+HOOKS: Mapping[str, HookSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            HookSpec("on_startup", (), on_error=RAISE),
+            HookSpec("on_connect", ("conn",), firstresult=True, on_error=CONNECT_FAILED),
+            HookSpec("on_welcome", ("conn",)),
+            HookSpec(
+                "on_message",
+                ("conn", "message"),
+                firstresult=True,
+                replaces=1,
+                replacement=Message,
+                on_error=MESSAGE_FAILED,
+            ),
+            HookSpec("on_pong", ("conn", "data")),
+            HookSpec("on_close", ("conn",), reverse=True),
+            HookSpec("on_shutdown", (), reverse=True),
+            HookSpec("on_reload", ("settings",)),
+        )
+    }
 )
 
 
+@dataclass(frozen=True)
+class PluginSettings:
+    """The settings of a plugin that declares none: only `enabled`."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a plugin's block of config.yaml tells the engine whether or not the plugin is
+    enabled: protocol vocabulary that the contract places in a plugin block."""
+
+    classes: Mapping[str, int] | None = None  # message class -> priority
+    default_channel: str | None = None  # the channel every client is in
+
+
+def verify_hooks(cls: type) -> None:
+    """Check `cls`'s hooks against `HOOKS`: names, and arguments the runner can pass."""
+    for attr, value in vars(cls).items():
+        if not attr.startswith("on_"):
+            continue
+        spec = HOOKS.get(attr)
+        if spec is None:
+            raise TypeError(f"{cls.__qualname__}.{attr} is not a hook (hooks: {', '.join(HOOKS)})")
+        function = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if not callable(function):
+            raise TypeError(f"{cls.__qualname__}.{attr} must be a method")
+        expected = f"{attr}(self{''.join(', ' + p for p in spec.params)})"
+        try:
+            inspect.signature(function).bind(None, *spec.params)
+        except TypeError:
+            raise TypeError(
+                f"{cls.__qualname__}.{attr}{inspect.signature(function)} does not take the "
+                f"hook's arguments: expected {expected}"
+            ) from None
+
+
 class Plugin:
-    """Base class of every feature plugin. Subclasses set `name` and `Settings`."""
+    """Base class of every feature plugin.
+
+    Subclasses set `Settings` (a frozen dataclass with at least `enabled: bool`; the keys
+    of the plugin's block in config.yaml, validated like the built-ins'), override the
+    hooks they need, and may set `requires` (plugins that must be enabled and listed
+    before this one). Built-in plugins set `name`; a plugin from outside the tree is
+    named by its key in config.yaml, ``package.module:ClassName``.
+    """
 
     name: ClassVar[str]
-    Settings: ClassVar[type]  # a frozen dataclass with at least `enabled: bool`
+    Settings: ClassVar[type] = PluginSettings
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Any, services: Services) -> None:
         self.settings = settings
@@ -93,38 +197,51 @@ class Plugin:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # Catch a misspelt hook (on_conect) when the plugin is defined, not in production.
-        for attr in vars(cls):
-            if attr.startswith("on_") and attr not in HOOKS:
-                raise TypeError(f"{cls.__name__}.{attr} is not a hook (hooks: {', '.join(HOOKS)})")
+        # Catch a misspelt hook (on_conect) or a wrong signature when the plugin is
+        # defined, not in production.
+        verify_hooks(cls)
+        if "name" not in vars(cls):
+            cls.name = f"{cls.__module__}:{cls.__qualname__}"
+
+    @classmethod
+    def declare(cls, settings: Any) -> Declaration | None:
+        """What this plugin's block declares for the engine, enabled or not (the message
+        classes under `priority`, the channel under `pubsub`). Most plugins: nothing."""
+        return None
 
     async def on_startup(self) -> None:
-        """Once, before the server listens. Start timers, connect, subscribe."""
+        """Once, before the server listens. Start timers, connect, subscribe, and
+        provide services (`self.services.provide(...)`)."""
 
     async def on_connect(self, conn: Connection) -> Veto | None:
         """A WebSocket was accepted. Return a Veto to refuse it.
 
-        May set the connection's identity (client_id, session, resumed), its
-        `welcome` fields and its `data[self.name]` state.
+        May set the connection's identity (client_id, session, resumed, resume_from,
+        user) and its `welcome` fields.
         """
 
-    async def on_welcome(self, conn: Connection) -> None:
+    async def on_welcome(self, conn: Connection) -> str | None:
         """The welcome frame was sent; live messages are held until this returns.
 
-        Frames sent here (history replay) reach the client before any live message.
-        Set ``conn.replayed_through`` to the last replayed id so that held live
-        messages the replay already covered are not sent twice.
+        Frames sent here (a history replay) reach the client before any live message.
+        Return the id of the newest message sent, so that held live messages the
+        replay already covered are not sent twice.
         """
 
-    async def on_message(self, conn: Connection, message: Message) -> Veto | None:
-        """A valid message from `conn`, before it is broadcast. Return a Veto to stop it."""
+    async def on_message(self, conn: Connection, message: Message) -> Veto | Message | None:
+        """A valid message from `conn`, before it is broadcast. Return a Veto to stop it,
+        or a changed Message to broadcast instead."""
+
+    def on_pong(self, conn: Connection, data: bytes) -> None:
+        """The client answered a WebSocket ping with `data`."""
 
     async def on_close(self, conn: Connection) -> None:
         """The connection is gone (or was refused by a later plugin). Give back what
         on_connect took."""
 
     async def on_shutdown(self) -> None:
-        """Once, while the server stops, after clients were closed. Release resources."""
+        """Once, while the server stops (after clients were closed), or when a reload
+        retires the plugin. Release resources."""
 
     def on_reload(self, settings: Any) -> None:
         """New, already validated settings for this plugin (SIGHUP). Apply them in place;

@@ -41,7 +41,7 @@ class Hub:
         broker.attach(self.deliver)
 
     def use_broker(self, broker: Broker) -> None:
-        """Route publishing through `broker` from now on (the pubsub plugin does this)."""
+        """Route publishing through `broker` from now on (the broker slot changed)."""
         self.broker = broker
         broker.attach(self.deliver)
 

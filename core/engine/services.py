@@ -1,21 +1,71 @@
-"""What the core hands every plugin: the shared pieces, built once in the server."""
+"""What the engine hands every plugin, and what plugins provide to the engine.
+
+`Services` carries the instance's shared pieces (hub, stores, metrics, clocks). Its
+slots are what the engine asks of features rather than reading their settings: the
+outbound queue policy (provided by `priority`), the message log policy (`history`) and
+the broker (`pubsub`). A slot has a default, at most one provider at a time, and
+listeners that the composition root wires to the engine. When a reload retires a
+plugin, everything it provided is withdrawn and the defaults come back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from core.engine.outbox import OutboxPolicy
 
 if TYPE_CHECKING:
     from core.config.settings import Settings
     from core.engine.hub import Hub
     from core.ops.metrics import Metrics
+    from core.stores.broker import Broker, LogPolicy
     from core.stores.factory import Stores
+
+T = TypeVar("T")
+
+
+class Slot(Generic[T]):
+    """Something the engine asks of features: a default, at most one provider."""
+
+    def __init__(self, what: str, default: T) -> None:
+        self.what = what
+        self.default = default
+        self.value = default
+        self.owner: object | None = None
+        self._listeners: list[Callable[[T], None]] = []
+
+    def provide(self, value: T, owner: object) -> None:
+        """`owner` provides `value` from now on (again, to change it)."""
+        if self.owner is not None and self.owner is not owner:
+            raise RuntimeError(
+                f"{self.what} is already provided by {getattr(self.owner, 'name', self.owner)}"
+            )
+        self.owner = owner
+        self._set(value)
+
+    def withdraw(self, owner: object) -> bool:
+        """`owner` no longer provides this: back to the default. False if it did not."""
+        if self.owner is not owner:
+            return False
+        self.owner = None
+        self._set(self.default)
+        return True
+
+    def watch(self, listener: Callable[[T], None]) -> None:
+        """Call `listener(value)` whenever the value changes."""
+        self._listeners.append(listener)
+
+    def _set(self, value: T) -> None:
+        self.value = value
+        for listener in self._listeners:
+            listener(value)
 
 
 @dataclass
 class Services:
-    """The instance's hub, stores, metrics and identity, shared by all plugins."""
+    """The instance's hub, stores, metrics, identity and slots, shared by all plugins."""
 
     settings: Settings
     hub: Hub
@@ -24,3 +74,21 @@ class Services:
     instance_id: str
     clock: Callable[[], float]  # monotonic seconds, for durations
     wall: Callable[[], float]  # epoch seconds, for timestamps
+    queue_policy: Slot[OutboxPolicy] = field(
+        default_factory=lambda: Slot("the outbound queue policy", OutboxPolicy(ordered=False))
+    )
+    log_policy: Slot[LogPolicy | None] = field(
+        default_factory=lambda: Slot("the message log policy", None)
+    )
+    broker: Slot[Broker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.broker = Slot("the broker", self.hub.broker)
+
+    def slots(self) -> Iterator[Slot]:
+        yield from (self.queue_policy, self.log_policy, self.broker)
+
+    def withdraw(self, owner: object) -> None:
+        """Everything `owner` provides goes back to its default."""
+        for slot in self.slots():
+            slot.withdraw(owner)

@@ -58,7 +58,7 @@ class RedisBroker(Broker):
     ) -> None:
         super().__init__()
         self.link = link
-        self.stream = keys.history(channel)
+        self.history_key = keys.history(channel)
         self.channel = keys.channel(channel)
         self.set_log(policy)
         self.wall = wall
@@ -95,7 +95,7 @@ class RedisBroker(Broker):
             return
         future = self.link.script(
             "publish",
-            [self.stream, self.channel],
+            [self.history_key, self.channel],
             [tail, priority, cls, self.size, self.ttl_ms],
         )
         future.add_done_callback(lambda f: self._published(f, priority, tail, ts, cls))
@@ -206,7 +206,7 @@ class RedisBroker(Broker):
         ms, seq = self._last_key
         try:
             reply = await self.link.call(
-                "XRANGE", self.stream, f"({ms}-{seq}", "+", "COUNT", self.size
+                "XRANGE", self.history_key, f"({ms}-{seq}", "+", "COUNT", self.size
             )
         except LinkDown:
             return
@@ -280,7 +280,7 @@ class RedisBroker(Broker):
             return []
         try:
             reply = await self.link.call(
-                "XREVRANGE", self.stream, "+", f"{self._oldest_ms(max_age)}-0", "COUNT", count
+                "XREVRANGE", self.history_key, "+", f"{self._oldest_ms(max_age)}-0", "COUNT", count
             )
         except LinkDown:
             return []
@@ -293,7 +293,7 @@ class RedisBroker(Broker):
         oldest = (self._oldest_ms(max_age), 0)
         start = f"({key[0]}-{key[1]}" if key >= oldest else f"{oldest[0]}-0"
         try:
-            reply = await self.link.call("XRANGE", self.stream, start, "+", "COUNT", limit)
+            reply = await self.link.call("XRANGE", self.history_key, start, "+", "COUNT", limit)
         except LinkDown:
             return []
         return [self._entry(raw_id, flat) for raw_id, flat in reply]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from core.config.settings import StoreSettings
 from core.ops.metrics import Metrics
-from core.stores.broker import Broker, LogPolicy
+from core.stores.broker import Broker
 from core.stores.broker_memory import MemoryBroker
 from core.stores.broker_redis import RedisBroker
 from core.stores.connections import ConnectionCounter
@@ -46,11 +46,10 @@ class Stores:
     sessions: SessionStore
     rate_limiter: RateLimiter
     connections: ConnectionCounter
-    log_policy: LogPolicy | None  # what history wants kept; None without history
 
     def local_broker(self) -> Broker:
-        """The broker for this instance alone."""
-        return MemoryBroker(self.log_policy)
+        """The broker for this instance alone (it keeps what the log policy asks)."""
+        return MemoryBroker(None)
 
     def shared_broker(self, channel: str) -> Broker | None:
         """A broker reaching every instance on `channel`; None with the memory backend."""
@@ -65,13 +64,12 @@ class Stores:
         """Release what this instance holds in the store."""
 
 
-def memory_stores(log_policy: LogPolicy | None) -> Stores:
+def memory_stores() -> Stores:
     return Stores(
         backend="memory",
         sessions=MemorySessionStore(time.time),
         rate_limiter=MemoryRateLimiter(time.monotonic),
         connections=MemoryConnectionCounter(),
-        log_policy=log_policy,
     )
 
 
@@ -82,7 +80,6 @@ class RedisStores(Stores):
         self,
         link: RedisLink,
         keys: Keys,
-        log_policy: LogPolicy | None,
         instance_id: str,
         instance_ttl: float,
     ) -> None:
@@ -94,11 +91,10 @@ class RedisStores(Stores):
             sessions=RedisSessionStore(link, keys, MemorySessionStore(time.time), time.time),
             rate_limiter=RedisRateLimiter(link, keys, MemoryRateLimiter(time.monotonic)),
             connections=self.connection_counter,
-            log_policy=log_policy,
         )
 
     def shared_broker(self, channel: str) -> Broker | None:
-        return RedisBroker(self.link, self.keys, channel, self.log_policy)
+        return RedisBroker(self.link, self.keys, channel, None)
 
     @property
     def redis_state(self) -> str | None:
@@ -109,12 +105,10 @@ class RedisStores(Stores):
         await self.link.close()
 
 
-async def open_stores(
-    settings: StoreSettings, log_policy: LogPolicy | None, instance_id: str, metrics: Metrics
-) -> Stores:
+async def open_stores(settings: StoreSettings, instance_id: str, metrics: Metrics) -> Stores:
     """The stores for `settings.backend`; `auto` picks redis if it answers now."""
     if settings.backend == "memory":
-        return memory_stores(log_policy)
+        return memory_stores()
     link = RedisLink(settings.redis_url, metrics, SCRIPTS)
     where = redact(settings.redis_url)
     if await link.connect():
@@ -126,12 +120,10 @@ async def open_stores(
             "no sharing between instances)",
             where,
         )
-        return memory_stores(log_policy)
+        return memory_stores()
     else:
         log.warning("Redis at %s does not answer: starting degraded, reconnecting", where)
-    stores = RedisStores(
-        link, Keys(settings.key_prefix), log_policy, instance_id, settings.instance_ttl
-    )
+    stores = RedisStores(link, Keys(settings.key_prefix), instance_id, settings.instance_ttl)
     link.start()
     await stores.connection_counter.start()
     return stores

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -20,7 +19,7 @@ async def slow_reader(server) -> tuple[RawWebSocket, object]:
     raw = await RawWebSocket.connect(server.port, rcvbuf=4096)
     welcome = await raw.read_json()
     (conn,) = [c for c in server.hub.connections() if c.client_id == welcome["client_id"]]
-    conn.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    conn.transport.limit_send_buffer(4096)
     return raw, conn
 
 

@@ -92,14 +92,14 @@ def test_enabled_false_turns_a_plugin_off(tmp_path, name):
     assert name not in [n for n, _ in settings.enabled_plugins()]
     assert len(settings.enabled_plugins()) == 6
     # The block is still validated and readable (priority's classes are vocabulary).
-    assert settings.plugin_block(name, None).enabled is False
+    assert settings.plugins[name].enabled is False
 
 
 @pytest.mark.parametrize("name", ALL_PLUGINS)
 def test_deleting_a_plugin_block_turns_it_off(tmp_path, name):
     settings = load_changes(tmp_path, {"plugins": {name: None}})
     assert settings.plugin(name) is None
-    assert settings.plugin_block(name, "absent") == "absent"
+    assert name not in settings.plugins
     assert [n for n, _ in settings.enabled_plugins()] == [p for p in ALL_PLUGINS if p != name]
 
 
@@ -361,7 +361,11 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path):
     ("name", "expected"),
     [
         ("ratelimiter", "plugins.ratelimiter: unknown plugin (did you mean 'ratelimit'?)"),
-        ("presence", f"plugins.presence: unknown plugin (known: {', '.join(ALL_PLUGINS)})"),
+        (
+            "presence",
+            f"plugins.presence: unknown plugin (known: {', '.join(ALL_PLUGINS)}; "
+            "or package.module:ClassName of your own)",
+        ),
     ],
 )
 def test_unknown_plugin(tmp_path, name, expected):

@@ -187,7 +187,7 @@ async def test_an_on_message_veto_stops_the_broadcast_and_tells_only_the_sender(
     await other.nothing_for(0.3)
     assert calls(journal, "message:blocked") == ["a"]  # b never sees it
     # The connection stays open and usable.
-    server.chain.plugins[0].settings = RecorderSettings()
+    server.hooks.plugins[0].settings = RecorderSettings()
     await sender.send("normal", "allowed")
     assert (await other.recv_type("message"))["content"] == "allowed"
 
@@ -221,7 +221,7 @@ async def test_a_raising_on_message_costs_that_message_only(servers, caplog):
         await client.send("normal", "boom")
         assert (await client.recv_type("error"))["code"] == "internal_error"
     assert any("plugin a: on_message failed" in r.getMessage() for r in caplog.records)
-    server.chain.plugins[0].settings = RecorderSettings()
+    server.hooks.plugins[0].settings = RecorderSettings()
     await client.send("normal", "fine")
     assert (await client.recv_type("message"))["content"] == "fine"
 

@@ -1,0 +1,223 @@
+"""The transport: the only module that knows Tornado's WebSocket internals.
+
+The engine writes to a client through a `Transport`: write bytes, ask whether bytes are
+still waiting, be told when they have gone, close (with a closing handshake) or abort
+(drop the TCP connection now), and the peer's address. `TornadoTransport` is that
+interface over a Tornado WebSocket connection, and `WebSocketEndpoint` is the Tornado
+handler base class that builds it.
+
+Why reach under Tornado's public API at all: a broadcast is framed once and the same
+bytes go to every client. Tornado's `write_message` re-encodes per call and wraps each
+write in a new asyncio Task; writing the finished frame straight to the socket is 4-7x
+cheaper for a fan-out (docs/architecture.md). Everything that takes depends on a few
+Tornado attributes, listed in `RELIED_ON`; `tests/core/test_transport.py` checks each
+one on a live connection and names the one a Tornado release moved.
+
+Supported Tornado releases: `SUPPORTED_TORNADO` (from, up to but excluding). A release
+outside it gets a warning at start-up, and the transport test is the audit to run.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+import tornado
+import tornado.websocket
+from tornado.iostream import IOStream, StreamClosedError
+
+log = logging.getLogger("server")
+
+SUPPORTED_TORNADO = ((6, 6), (6, 7))
+
+# (object, attribute) pairs this module uses beyond Tornado's documented API. "handler"
+# is the WebSocketHandler, "protocol" its `ws_connection`, "stream" the protocol's
+# IOStream, "params" the protocol's settings.
+RELIED_ON = (
+    ("handler", "ws_connection"),
+    ("protocol", "stream"),
+    ("protocol", "params"),
+    ("protocol", "handler"),
+    ("protocol", "server_terminated"),
+    ("params", "max_message_size"),
+    ("stream", "socket"),
+    ("stream", "writing"),
+    ("stream", "write"),
+    ("stream", "closed"),
+    ("stream", "close"),
+)
+
+
+def tornado_supported(version: tuple[int, ...] = tornado.version_info[:2]) -> bool:
+    low, high = SUPPORTED_TORNADO
+    return low <= tuple(version[:2]) < high
+
+
+def missing_internals(handler: tornado.websocket.WebSocketHandler) -> list[str]:
+    """The `RELIED_ON` attributes that a live, open handler lacks ("protocol.stream")."""
+    protocol = getattr(handler, "ws_connection", None)
+    stream = getattr(protocol, "stream", None)
+    owners = {
+        "handler": handler,
+        "protocol": protocol,
+        "stream": stream,
+        "params": getattr(protocol, "params", None),
+    }
+    return [f"{owner}.{attr}" for owner, attr in RELIED_ON if not hasattr(owners[owner], attr)]
+
+
+class Transport(Protocol):
+    """What the engine needs from a client's connection."""
+
+    peer: str  # the TCP peer's address (a proxy's, behind one)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Send complete WebSocket frames; what the socket does not take now is kept
+        and sent in order."""
+
+    def writing(self) -> bool:
+        """True while bytes of earlier writes are still waiting to be sent."""
+
+    def when_flushed(self, callback: Callable[[bool], None]) -> bool:
+        """Call `callback(True)` once everything written so far has been sent (False if
+        the connection broke first). Returns False, without calling, if it is closed."""
+
+    def close(self, code: int, reason: str, last: bytes | None = None) -> None:
+        """Start the closing handshake with `code`, after sending frame `last` (behind
+        what is already in flight)."""
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+
+    def closed(self) -> bool:
+        """True once the connection is gone."""
+
+
+class TornadoTransport:
+    """`Transport` over a Tornado WebSocket connection's IOStream.
+
+    While the stream holds nothing unsent, a write goes straight to the socket (one
+    `send` call, no Future, no Task) and only the unsent rest of a partial write is
+    handed to the stream, which keeps bytes in order.
+    """
+
+    __slots__ = ("_close", "_sock", "_stream", "peer", "writing")
+
+    def __init__(self, stream: IOStream, close: Callable[[int, str], None], peer: str) -> None:
+        self._stream = stream
+        self._close = close
+        self.peer = peer
+        # Direct socket writes only on plain TCP; TLS must go through the stream.
+        self._sock: socket.socket | None = stream.socket if type(stream) is IOStream else None
+        self.writing: Callable[[], bool] = stream.writing
+
+    @classmethod
+    def of(cls, handler: tornado.websocket.WebSocketHandler) -> TornadoTransport:
+        """The transport of an open WebSocket handler."""
+        stream = handler.ws_connection.stream  # type: ignore[union-attr]
+        return cls(stream, handler.close, handler.request.remote_ip or "")
+
+    def write(self, data: bytes | memoryview) -> None:
+        sock = self._sock
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                # The peer is gone; closing the stream ends the read loop and on_close runs.
+                self._stream.close()
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        try:
+            self._stream.write(data)
+        except StreamClosedError:
+            pass
+
+    def when_flushed(self, callback: Callable[[bool], None]) -> bool:
+        try:
+            # An empty write resolves once everything written before it has been sent.
+            future = self._stream.write(b"")
+        except StreamClosedError:
+            return False
+        future.add_done_callback(lambda f: callback(f.exception() is None))
+        return True
+
+    def close(self, code: int, reason: str, last: bytes | None = None) -> None:
+        if last is not None and not self._stream.closed():
+            try:
+                self._stream.write(last)
+            except StreamClosedError:
+                pass
+        self._close(code, reason)
+
+    def abort(self) -> None:
+        self._stream.close()
+
+    def closed(self) -> bool:
+        return self._stream.closed()
+
+    def limit_send_buffer(self, size: int) -> None:
+        """Ask the kernel to buffer at most about `size` unsent bytes for this client, so
+        that a client that stops reading shows as backpressure sooner."""
+        sock = self._stream.socket
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, letting the handler say why before a close it did not ask for
+    (a frame over max_message_size: 1009)."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        stream = self.stream
+        if code is not None and not self.server_terminated and stream is not None:
+            last = self.handler.last_words(code, self.params.max_message_size)
+            if last is not None:
+                try:
+                    stream.write(last)
+                except StreamClosedError:
+                    pass
+        super().close(code, reason)
+
+
+class WebSocketEndpoint(tornado.websocket.WebSocketHandler):
+    """Base class of the /ws handler: Tornado's handler without compression, with the
+    protocol above, and `transport()` once it is open."""
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return _Protocol(self, False, protocol.params)
+        return protocol
+
+    def get_compression_options(self) -> None:
+        # No permessage-deflate: it costs ~200 KB per connection and would make
+        # every recipient's copy of a broadcast different.
+        return None
+
+    def transport(self) -> TornadoTransport:
+        """The open connection as a `Transport`."""
+        return TornadoTransport.of(self)
+
+    def last_words(self, code: int, max_message_size: int) -> bytes | None:
+        """A frame to send before Tornado closes the connection with `code` on its own
+        (1009: a frame over `max_message_size`); None sends nothing."""
+        return None
+
+
+def warn_if_unsupported() -> None:
+    """Log a warning when the installed Tornado is outside `SUPPORTED_TORNADO`."""
+    if not tornado_supported():
+        low, high = SUPPORTED_TORNADO
+        log.warning(
+            "Tornado %s is outside the releases this server is tested with (>= %s, < %s): "
+            "run tests/core/test_transport.py before relying on it",
+            tornado.version,
+            ".".join(map(str, low)),
+            ".".join(map(str, high)),
+        )

@@ -1,0 +1,32 @@
+"""The HTTP routes of an instance: which handler answers which path."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import tornado.web
+
+from handlers.http import HealthHandler, IndexHandler, MetricsHandler, StaticHandler, log_request
+from handlers.websocket import WebSocketHandler
+
+if TYPE_CHECKING:
+    from relay.instance import Instance
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "static")
+
+
+def application(instance: Instance) -> tornado.web.Application:
+    """The Tornado application serving `instance`."""
+    return tornado.web.Application(
+        [
+            (r"/", IndexHandler, {"path": os.path.join(STATIC_DIR, "index.html")}),
+            (r"/static/(.*)", StaticHandler, {"path": STATIC_DIR}),
+            (r"/healthz", HealthHandler, {"server": instance}),
+            (r"/metrics", MetricsHandler, {"server": instance}),
+            (r"/ws", WebSocketHandler, {"server": instance}),
+        ],
+        websocket_max_message_size=instance.settings.server.max_message_size,
+        compress_response=False,
+        log_function=log_request,
+    )
