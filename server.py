@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -107,12 +108,20 @@ async def reload(instance: Instance, args: argparse.Namespace) -> None:
         log.error("reload refused, the running configuration stays: %s", error)
         return
     configure_logging(settings.logging)
-    for key in await instance.reload(settings):
+    try:
+        changed = await instance.reload(settings)
+    except Exception:
+        log.exception("reload failed")
+        return
+    for key in changed:
         log.warning("reload: %s changed but takes effect only after a restart", key)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A plugin of the user's own (`module:ClassName` in the file) may sit beside it;
+    # appended, so it can never shadow an installed module.
+    sys.path.append(os.path.dirname(os.path.abspath(args.config)))
     try:
         settings = settings_from(args)
     except ConfigError as error:

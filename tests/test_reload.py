@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import pytest
 import yaml
 
+from tests.plugins.test_priority import drain, fill_outbox, slow_reader
 from tests.support import config as test_config
+from tests.support.waiting import connections_settle, until
 from tests.support.ws_client import WsClient
 
 
@@ -52,7 +53,7 @@ async def test_disabling_the_throttle_gives_back_every_slot_and_enabling_it_coun
     assert (await refused.recv())["code"] == "too_many_connections"
     for client in held + more:
         client.close()
-    await asyncio.sleep(0.3)
+    await connections_settle(server, 2)
     assert counter.local_count("127.0.0.1") == 2  # closing uncounted ones took nothing back
     assert all(c.close_code is None for c in counted)
 
@@ -82,6 +83,21 @@ async def test_new_classes_and_queue_limit_apply_at_once(servers):
     assert conn.policy.limit == 7
 
 
+@pytest.mark.gen_test(timeout=20)
+async def test_turning_priority_off_puts_open_connections_back_on_arrival_order(servers):
+    server = await servers()
+    sender = await WsClient.connect(server.port)
+    raw, conn = await slow_reader(server)
+    await reload(server, {"plugins": {"priority": {"enabled": False}}})
+    sent = await fill_outbox(sender, conn, 5)
+    await sender.send("critical", "urgent")
+    await sender.recv_type("message")
+    frames = await drain(raw, sent + 1)
+    # The retired plugin's ordering is gone: the critical frame waits its turn.
+    assert [f["class"] for f in frames][-1] == "critical"
+    assert conn.policy.ordered is False and conn.policy.limit == 1000
+
+
 @pytest.mark.gen_test(timeout=10)
 async def test_restart_only_keys_are_reported_and_kept(servers):
     server = await servers()
@@ -94,16 +110,18 @@ async def test_restart_only_keys_are_reported_and_kept(servers):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(processes):
-    server = processes({"plugins": {"ratelimit": {"max_messages_per_second": 0.01, "burst": 1}}})
+    server = processes(
+        {
+            "logging": {"level": "info"},  # "configuration reloaded" is an info line
+            "plugins": {"ratelimit": {"max_messages_per_second": 0.01, "burst": 1}},
+        }
+    )
     client = await WsClient.connect(server.port)
     config = yaml.safe_load(server.config_path.read_text())
 
     server.config_path.write_text("plugins: {ratelimit: {max_messages_per_second: lots}}\n")
     server.signal(signal.SIGHUP)
-    for _ in range(100):
-        if "reload refused" in server.log():
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: "reload refused" in server.log())
     line = next(x for x in server.log().splitlines() if "reload refused" in x)
     assert "plugins.ratelimit.max_messages_per_second: expected a number, got 'lots'" in line
     await client.send("normal", "one")
@@ -113,10 +131,7 @@ async def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(processes)
     config["plugins"]["ratelimit"] = {"enabled": False}
     server.config_path.write_text(yaml.safe_dump(config))
     server.signal(signal.SIGHUP)
-    for _ in range(100):
-        if "configuration reloaded" in server.log():
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: "configuration reloaded" in server.log())
     for i in range(3):
         await client.send("normal", f"after {i}")
     got = []

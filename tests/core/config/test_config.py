@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.config.loader import load_settings
+from core.config.loader import load_settings, parse_settings
 from core.config.schema import ConfigError
 from core.config.settings import Settings
-from plugins import REGISTRY
+from core.engine.catalog import PluginCatalog
+from core.engine.hooks import Declaration, Plugin
+from plugins import BUILTINS, REGISTRY
 from tests.support import config as test_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -712,4 +714,53 @@ def test_good_redis_urls(tmp_path, url):
 def test_a_mistake_in_a_disabled_block_is_still_an_error(tmp_path):
     assert changes_error(tmp_path, plugin("ratelimit", enabled=False, burst=0)) == (
         "plugins.ratelimit.burst: must be at least 1, got 0"
+    )
+
+
+# -- plugins that need others, and vocabulary declared by plugin blocks ---------------
+
+
+class NeedsSessions(Plugin):
+    requires = ("sessions",)
+
+
+class AlsoDeclaresClasses(Plugin):
+    @classmethod
+    def declare(cls, settings):
+        return Declaration(classes={"shout": 1})
+
+
+def with_plugin(name: str, plugin: type[Plugin]) -> PluginCatalog:
+    return PluginCatalog({**BUILTINS, name: plugin})
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"sessions": {"enabled": False}, "needy": {}}, "not enabled"),
+        ({"sessions": None, "needy": {}}, "not enabled"),
+    ],
+)
+def test_a_plugin_that_needs_another_is_refused_without_it(changes, why):
+    with pytest.raises(ConfigError) as caught:
+        test_config.settings({"plugins": changes}, with_plugin("needy", NeedsSessions))
+    assert str(caught.value) == (
+        f"test.yaml: plugins.needy: needs plugin 'sessions' enabled and listed before it ({why})"
+    )
+
+
+def test_a_plugin_that_needs_another_listed_after_it_is_refused():
+    data = test_config.baseline()
+    data["plugins"] = {"needy": {}, **data["plugins"]}  # needy first, sessions later
+    with pytest.raises(ConfigError, match=r"needs plugin 'sessions' .* \(listed after it\)"):
+        parse_settings(data, with_plugin("needy", NeedsSessions), "test.yaml")
+    data["plugins"] = {**test_config.baseline()["plugins"], "needy": {}}
+    assert parse_settings(data, with_plugin("needy", NeedsSessions)).plugins["needy"].enabled
+
+
+def test_two_blocks_declaring_the_message_classes_are_refused():
+    with pytest.raises(ConfigError) as caught:
+        test_config.settings({"plugins": {"loud": {}}}, with_plugin("loud", AlsoDeclaresClasses))
+    assert (
+        str(caught.value) == "test.yaml: plugins.loud: declares classes, as plugins.priority does"
     )

@@ -8,9 +8,11 @@ from types import MappingProxyType
 
 import pytest
 
+from core.engine.hookrunner import HookRunner
 from core.engine.hooks import Plugin, Veto
 from core.wire import frames
 from plugins import REGISTRY
+from tests.support.waiting import until
 from tests.support.ws_client import Closed, WsClient
 
 
@@ -23,7 +25,10 @@ class RecorderSettings:
     raise_message: bool = False
     raise_close: bool = False
     raise_startup: bool = False
+    raise_welcome: bool = False
     welcome_note: str = ""
+    rewrite: str = ""  # replace the content of every message with this
+    junk_message: bool = False  # return something that is neither a Veto nor a Message
 
 
 def recorder(name: str, journal: list[tuple[str, str]]) -> type[Plugin]:
@@ -48,6 +53,8 @@ def recorder(name: str, journal: list[tuple[str, str]]) -> type[Plugin]:
 
         async def on_welcome(self, conn) -> None:
             journal.append((name, "welcome"))
+            if self.settings.raise_welcome:
+                raise RuntimeError("welcome failed on purpose")
             if self.settings.welcome_note:
                 conn.send_json({"type": "note", "text": self.settings.welcome_note})
 
@@ -62,7 +69,14 @@ def recorder(name: str, journal: list[tuple[str, str]]) -> type[Plugin]:
                 return Veto(None)
             if kind == "close":
                 return Veto("invalid_message", "bye", close_code=frames.CLOSE_POLICY)
+            if self.settings.junk_message:
+                return True
+            if self.settings.rewrite:
+                return message.replace(content=self.settings.rewrite)
             return None
+
+        def on_pong(self, conn, data):
+            journal.append((name, f"pong:{data.decode()}"))
 
         async def on_close(self, conn) -> None:
             journal.append((name, "close"))
@@ -232,10 +246,7 @@ async def test_on_close_runs_in_reverse_order_even_if_one_raises(servers):
     server = await start(servers, journal, a={}, b={"raise_close": True}, c={})
     client = await WsClient.connect(server.port)
     client.close()
-    for _ in range(100):
-        if len(calls(journal, "close")) == 3:
-            break
-        await __import__("asyncio").sleep(0.02)
+    await until(lambda: len(calls(journal, "close")) == 3)
     assert calls(journal, "close") == ["c", "b", "a"]
     assert len(server.hub) == 0
 
@@ -262,3 +273,69 @@ def test_a_misspelt_hook_is_refused_when_the_plugin_is_defined():
 
             def on_conect(self, conn):
                 pass
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_on_message_may_replace_the_message_for_later_hooks_and_the_broadcast(servers):
+    journal: list = []
+    server = await start(servers, journal, a={"rewrite": "[redacted]"}, b={})
+    sender = await WsClient.connect(server.port)
+    other = await WsClient.connect(server.port)
+    await sender.send("normal", "my password is hunter2")
+    assert (await other.recv_type("message"))["content"] == "[redacted]"
+    assert calls(journal, "message:[redacted]") == ["b"]  # b saw the replacement
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_on_message_returning_neither_veto_nor_message_is_a_failure(servers, caplog):
+    journal: list = []
+    server = await start(servers, journal, a={"junk_message": True}, b={})
+    client = await WsClient.connect(server.port)
+    with caplog.at_level(logging.ERROR):
+        await client.send("normal", "x")
+        assert (await client.recv_type("error"))["code"] == "internal_error"
+    assert any("plugin a: on_message failed" in r.getMessage() for r in caplog.records)
+    assert calls(journal, "message:x") == ["a"]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_raising_on_welcome_skips_only_its_own_part(servers, caplog):
+    journal: list = []
+    server = await start(servers, journal, a={"raise_welcome": True}, b={"welcome_note": "from b"})
+    with caplog.at_level(logging.ERROR):
+        client = await WsClient.connect(server.port)
+        assert (await client.recv_type("note"))["text"] == "from b"  # b still ran
+    assert any("plugin a: on_welcome failed" in r.getMessage() for r in caplog.records)
+    await client.send("normal", "live")  # and the connection went live
+    assert (await client.recv_type("message"))["content"] == "live"
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_on_pong_gets_each_answer_to_a_ping(servers):
+    journal: list = []
+    server = await start(servers, journal, a={})
+    client = await WsClient.connect(server.port)
+    (conn,) = server.hub.connections()
+    conn.send(b"\x89\x04ping")  # a WebSocket ping; the client answers with a pong
+    await until(lambda: calls(journal, "pong:ping"))
+    assert client.close_code is None
+
+
+def test_a_hook_with_the_wrong_arguments_is_refused_when_the_plugin_is_defined():
+    with pytest.raises(TypeError) as error:
+
+        class Forgetful(Plugin):
+            def on_message(self, conn):
+                return None
+
+    assert "Forgetful.on_message(self, conn)" in str(error.value)
+    assert "expected on_message(self, conn, message)" in str(error.value)
+
+
+def test_a_hook_runner_checks_the_plugins_it_is_given():
+    class Late(Plugin):
+        pass
+
+    Late.on_close = lambda self: None  # a hook patched in after the class was defined
+    with pytest.raises(TypeError, match="expected on_close\\(self, conn\\)"):
+        HookRunner([Late(Late.Settings(), None)])
