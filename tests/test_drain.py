@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import pytest
@@ -11,7 +10,15 @@ from tornado.httpclient import HTTPClientError
 from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.raw_ws import RawWebSocket
+from tests.support.server_process import ServerProcess
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
+
+
+def draining(server: ServerProcess) -> tuple[int, dict] | None:
+    """/healthz's answer once it says the server is draining, else None."""
+    status, health = server.health()
+    return (status, health) if health["status"] == "draining" else None
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -26,7 +33,8 @@ async def test_drain_flushes_queued_frames_then_says_goodbye(processes):
         await sender.send("normal", f"{i}:" + "x" * 8000)
         await sender.recv_type("message")
     server.signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+    # The reader starts reading only once the drain has begun, with its frames queued.
+    await until(lambda: draining(server))
     got, code = [], None
     while code is None:
         opcode, payload = await reader.read_frame(timeout=5)
@@ -50,8 +58,7 @@ async def test_while_draining_health_says_503_and_new_clients_are_turned_away(
     r = redis_server.client()
     assert r.hgetall(f"{key_prefix}connections:drainer") == {b"127.0.0.1": b"1"}
     server.signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)
-    status, health = server.health()
+    status, health = await until(lambda: draining(server), timeout=1)
     assert (status, health["status"]) == (503, "draining")
     with pytest.raises(HTTPClientError) as refused:
         await WsClient.connect(server.port)

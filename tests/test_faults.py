@@ -2,48 +2,58 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.support.blackhole import BlackholeProxy
+from tests.support.metrics import scrape, value
 from tests.support.raw_ws import RawWebSocket
+from tests.support.waiting import until_async
 from tests.support.ws_client import WsClient
 
+Resources = dict[str, float]
+COUNTS = ("process_open_fds", "ws_asyncio_tasks")
 
-async def resources(port: int) -> dict[str, float]:
-    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")
-    wanted = {"process_resident_memory_bytes", "process_open_fds", "ws_asyncio_tasks"}
-    return {
-        s.name: s.value
-        for family in text_string_to_metric_families(response.body.decode())
-        for s in family.samples
-        if s.name in wanted
-    }
+
+async def resources(port: int) -> Resources:
+    samples = await scrape(port)
+    wanted = ("process_resident_memory_bytes", *COUNTS)
+    return {name: value(samples, name) for name in wanted}
 
 
 async def metric(port: int, name: str) -> float:
-    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")
-    for family in text_string_to_metric_families(response.body.decode()):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise KeyError(name)
+    return value(await scrape(port), name)
 
 
-async def settle(port: int, connections: int = 0) -> None:
-    for _ in range(200):
-        status = json.loads(
-            (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")).body
-        )
-        if status["connections"] == connections:
-            await asyncio.sleep(0.3)  # close hooks, timers
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError
+async def connections(port: int) -> int:
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")
+    return json.loads(response.body)["connections"]
+
+
+async def settle(port: int, count: int = 0, back_to: Resources | None = None) -> Resources:
+    """The server's resources once it holds `count` clients and, given `back_to`, once
+    its descriptors and asyncio tasks are no more than those (close hooks run as tasks:
+    this waits for them to end, not a fixed time). If they stay above, the last reading
+    after a few seconds, for the caller's assertions to show."""
+
+    async def holds_count() -> bool:
+        return await connections(port) == count
+
+    # A client closed without a close handshake is let go when that times out (5 s).
+    await until_async(holds_count, timeout=15, step=0.05)
+    readings: list[Resources] = []
+
+    async def back() -> bool:
+        readings.append(await resources(port))
+        return back_to is None or all(readings[-1][k] <= back_to[k] for k in COUNTS)
+
+    try:
+        await until_async(back, timeout=5, step=0.05)
+    except TimeoutError:
+        pass
+    return readings[-1]
 
 
 async def cycles(port: int, n: int) -> None:
@@ -58,12 +68,11 @@ async def cycles(port: int, n: int) -> None:
 @pytest.mark.gen_test(timeout=120)
 async def test_connect_disconnect_cycles_leave_nothing_behind(processes):
     server = processes({"plugins": {"throttle": {"max_connections_per_ip": 3}}})
+    idle = await resources(server.port)  # before any client
     await cycles(server.port, 200)  # warm up allocator and caches
-    await settle(server.port)
-    before = await resources(server.port)
+    before = await settle(server.port, back_to=idle)
     await cycles(server.port, 1000)
-    await settle(server.port)
-    after = await resources(server.port)
+    after = await settle(server.port, back_to=before)
     assert after["process_open_fds"] <= before["process_open_fds"]
     assert after["ws_asyncio_tasks"] <= before["ws_asyncio_tasks"]
     growth = after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
@@ -93,12 +102,10 @@ async def test_ten_thousand_rejected_messages_leave_nothing_behind(processes):
                 got += 1
 
     await reject(500, "json")
-    await settle(server.port, 1)
-    before = await resources(server.port)
+    before = await settle(server.port, 1)
     for kind in ("rate", "json", "class"):
         await reject(10_000 // 3 + 1, kind)
-    await settle(server.port, 1)
-    after = await resources(server.port)
+    after = await settle(server.port, 1, back_to=before)
     assert after["process_open_fds"] <= before["process_open_fds"]
     assert after["ws_asyncio_tasks"] <= before["ws_asyncio_tasks"]
     growth = after["process_resident_memory_bytes"] - before["process_resident_memory_bytes"]
@@ -122,8 +129,7 @@ async def test_a_client_that_never_reads_costs_a_bounded_queue_then_is_closed(pr
     for i in range(600):  # 18 MB toward a client that reads nothing
         await sender.send("normal", f"{i}{big}")
         await sender.recv_type("message")
-    await settle(server.port, 1)
-    after = (await resources(server.port))["process_resident_memory_bytes"]
+    after = (await settle(server.port, 1))["process_resident_memory_bytes"]
     print(f"18 MB toward a client that never reads: RSS {(after - before) / 2**20:+.2f} MiB")
     assert after - before < 8 * 2**20  # bounded by the queue, not by what was sent
     assert (await metric(server.port, "ws_slow_consumer_closes_total")) == 1

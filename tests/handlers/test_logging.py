@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
+from tests.support.waiting import until, until_async
 from tests.support.ws_client import WsClient
+
+
+def json_lines(log: str) -> list[dict]:
+    """The log's JSON lines (not a last one still being written)."""
+    return [json.loads(x) for x in log.splitlines() if x.startswith("{") and x.endswith("}")]
+
+
+async def resume_once_admitted(port: int, token: str) -> tuple[WsClient, int]:
+    """Resume `token` as soon as the server takes it, and how many attempts it took: while
+    the previous connection's slot is not given back yet, an attempt is refused (one
+    more URL with the token for the log to leave out)."""
+    attempts = 0
+
+    async def attempt() -> WsClient | None:
+        nonlocal attempts
+        attempts += 1
+        client = await WsClient.connect(port, session=token, wait_welcome=False)
+        frame = await client.recv()
+        if frame["type"] == "welcome":
+            client.welcome = frame
+            return client
+        assert frame["code"] == "too_many_connections", frame
+        return None
+
+    client = await until_async(attempt, timeout=3, step=0.05)
+    return client, attempts
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -28,13 +54,18 @@ async def test_session_tokens_never_reach_the_log(processes):
             server.port, session=token, headers={"Origin": "http://evil.example"}
         )
     first.close()
-    await asyncio.sleep(0.3)
-    again = await WsClient.connect(server.port, session=token)
+    again, attempts = await resume_once_admitted(server.port, token)
     assert again.welcome["resumed"] is True
-    await asyncio.sleep(0.2)
+
+    def upgrades() -> int:
+        return sum(x["msg"].startswith("101 GET /ws") for x in json_lines(server.log()))
+
+    # Every request is in the log (the first, the refused one, each resume attempt)
+    # before it is searched for the token.
+    await until(lambda: upgrades() == 2 + attempts)
     log = server.log()
     assert token not in log
-    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    lines = json_lines(log)
     assert lines and all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
     messages = [x["msg"] for x in lines]
     assert any("listening on" in m for m in messages)
@@ -51,7 +82,12 @@ async def test_repeated_refusals_are_summarised_not_logged_one_by_one(servers, c
         for _ in range(20):
             refused = await WsClient.connect(server.port, wait_welcome=False)
             await refused.recv()
-        await asyncio.sleep(0.5)
-    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+        def refusal_lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+        # The first refusal at once, then the summary when `every` has passed.
+        await until(lambda: len(refusal_lines()) >= 2, timeout=2)
+    lines = refusal_lines()
     assert len(lines) == 2, lines
     assert "refused 19 more connections" in lines[1] and "127.0.0.1 (19)" in lines[1]

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.conftest import redis_changes
 from tests.support.config import merge
+from tests.support.metrics import Samples, parse, sample
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
 
 
-async def scrape(port: int) -> dict[tuple[str, tuple], float]:
+async def scrape(port: int) -> Samples:
     response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")
     assert response.headers["Content-Type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return parse(response.body.decode())
 
 
 @pytest.mark.gen_test(timeout=20)
@@ -46,7 +41,12 @@ async def test_metrics_count_what_happens(servers, redis_server, key_prefix):
     await a.send("normal", "3")  # over the burst: rate limited
     await a.send_raw("not json")
     await b.messages(2)
-    await asyncio.sleep(0.1)
+    # The last of what is counted: the two rejections, answered to the sender.
+    errors = {(await a.recv_type("error"))["code"] for _ in range(2)}
+    assert errors == {"rate_limited", "invalid_json"}
+    await until(
+        lambda: all(sample(server, "ws_messages_rejected_total", code=code) == 1 for code in errors)
+    )
     m = await scrape(server.port)
     assert m[("ws_connections", ())] == 2
     assert m[("ws_connections_opened_total", ())] == 2

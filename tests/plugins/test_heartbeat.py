@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from plugins.heartbeat import DEFAULT_TIERS, Tier, choose_interval, tick_now_on_change
+from tests.support.metrics import sample
 from tests.support.raw_ws import RawWebSocket
 from tests.support.ws_client import WsClient
 
@@ -81,21 +82,28 @@ async def test_a_client_that_answers_no_ping_is_closed_after_the_timeout(servers
     # Read (so the socket is not merely full) but never answer a ping.
     assert await silent.close_code(timeout=3) == 1011
     assert 0.4 <= loop.time() - start <= 2.0
-    assert server.metrics.heartbeat_timeouts._value.get() == 1
+    assert sample(server, "ws_heartbeat_timeouts_total") == 1
 
 
 @pytest.mark.gen_test(timeout=10)
 async def test_a_client_that_answers_pings_stays_open_past_the_timeout(servers):
     server = await servers(FAST_TIERS)
     client = await WsClient.connect(server.port)  # tornado answers pings itself
-    await asyncio.sleep(1.2)
+    # Time is counted in beats (one every 0.2 s, each with a ping), not slept: by the
+    # fifth, the first two pings' timeouts (0.4 s) have passed and been checked, and a
+    # client that had not answered them would be closed, as in the test above.
+    for _ in range(5):
+        await client.recv_type("heartbeat", timeout=2)
     await client.send("normal", "still alive")
     assert (await client.recv_type("message"))["content"] == "still alive"
+    assert sample(server, "ws_heartbeat_timeouts_total") == 0
 
 
 @pytest.mark.gen_test(timeout=10)
 async def test_without_the_plugin_there_are_no_heartbeats(servers):
-    server = await servers({"plugins": {"heartbeat": {"enabled": False}}})
+    # The fast tiers (a beat every 0.2 s), turned off: on, they would beat twice in 0.5 s.
+    fast_but_off = {**FAST_TIERS["plugins"]["heartbeat"], "enabled": False}
+    server = await servers({"plugins": {"heartbeat": fast_but_off}})
     client = await WsClient.connect(server.port)
     assert client.welcome["heartbeat"] == {"interval": None}
     await client.nothing_for(0.5, kind="heartbeat")

@@ -58,7 +58,9 @@ async def test_a_resumed_session_gets_exactly_what_it_missed_before_new_messages
     frames = await back.messages(5)
     assert [f["content"] for f in frames] == ["missed1", "missed2", "missed3", "missed4", "new"]
     assert [f.get("history", False) for f in frames] == [True] * 4 + [False]
-    await back.nothing_for(0.2)
+    # Nothing more (no second copy of any): the next message is the next one sent.
+    await sender.send("normal", "next")
+    assert (await back.recv_type("message"))["content"] == "next"
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -75,13 +77,28 @@ async def test_the_client_can_say_where_it_stopped_reading(servers):
     assert [f["content"] for f in replayed] == ["b", "c"]
 
 
-@pytest.mark.gen_test(timeout=10)
-async def test_without_the_plugin_nothing_is_replayed(servers):
-    server = await servers({"plugins": {"history": {"enabled": False}}})
+async def first_message_of_a_late_joiner(server) -> dict:
+    """Send "x", let a new client join, send "live": the first message the newcomer gets
+    (a replay comes between the welcome and live messages, so this tells if there was one).
+    """
     sender = await WsClient.connect(server.port)
     await send_all(sender, ["x"])
     late = await WsClient.connect(server.port)
-    await late.nothing_for(0.3)
+    await sender.send("normal", "live")
+    return await late.recv_type("message")
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_without_the_plugin_nothing_is_replayed(servers):
+    # The same settings, which replay (3, where the baseline has 0), on and off: only the
+    # plugin's absence stops the replay.
+    settings = REPLAY_3["plugins"]["history"]
+    on = await servers({"plugins": {"history": {**settings, "enabled": True}}})
+    off = await servers({"plugins": {"history": {**settings, "enabled": False}}})
+    replayed = await first_message_of_a_late_joiner(on)
+    assert (replayed["content"], replayed.get("history")) == ("x", True)  # the control
+    first = await first_message_of_a_late_joiner(off)
+    assert (first["content"], first.get("history")) == ("live", None)
 
 
 @pytest.mark.gen_test

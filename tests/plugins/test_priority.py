@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from tests.support.metrics import sample
 from tests.support.raw_ws import RawWebSocket
 from tests.support.waiting import until
 from tests.support.ws_client import WsClient
@@ -83,7 +84,7 @@ async def test_over_the_queue_limit_the_lowest_priority_is_dropped_and_counted(s
         await sender.recv_type("message")
     await until(lambda: conn.dropped >= 3)
     assert conn.backlog() == 4
-    assert server.metrics.queue_dropped._value.get() >= 3
+    assert sample(server, "ws_queue_dropped_total") >= 3
     frames = await drain_until_quiet(raw)
     criticals = [f["content"] for f in frames if f["class"] == "critical"]
     assert criticals == ["c0", "c1", "c2"]  # the criticals were kept
@@ -111,7 +112,7 @@ async def test_a_client_that_cannot_keep_up_is_closed_as_a_slow_consumer(servers
         await sender.send("status", f"{i}:{BIG}")
         await sender.recv_type("message")
     assert conn.closing
-    assert server.metrics.slow_consumers._value.get() == 1
+    assert sample(server, "ws_slow_consumer_closes_total") == 1
     # The client is told why before the close: the error frame, then 1013.
     frames, code = [], None
     try:

@@ -65,7 +65,7 @@ async def test_an_expired_session_starts_a_new_one(servers):
     first = await WsClient.connect(server.port)
     first.close()
     await connections_settle(server)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the point: time passes beyond the 0.3 s ttl
     again = await WsClient.connect(server.port, session=first.session)
     assert again.welcome["resumed"] is False
     assert again.client_id != first.client_id

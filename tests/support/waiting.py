@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from tests.support.timing import scaled
@@ -29,3 +29,19 @@ async def connections_settle(server: Any, count: int = 0, timeout: float = 3.0) 
     (which run right after) have finished."""
     await until(lambda: len(server.hub) == count, timeout)
     await asyncio.wait_for(server.dispatcher.closed(), scaled(timeout))
+
+
+async def until_async(
+    condition: Callable[[], Awaitable[T]], timeout: float = 5.0, step: float = 0.01
+) -> T:
+    """`until` for a condition that must be awaited (a request, a Redis call): the first
+    truthy result, awaited every `step` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + scaled(timeout)
+    while True:
+        result = await condition()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(step)

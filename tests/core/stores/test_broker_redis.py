@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from core.stores.broker import LogPolicy
@@ -26,6 +24,14 @@ def tail(n: int) -> bytes:
     return f'"from":"x","class":"normal","priority":5,"content":"{n}","ts":1.0}}'.encode()
 
 
+def contents(got: list[Entry]) -> list[bytes]:
+    return [e.payload.split(b'"content":"')[1].split(b'"')[0] for e in got]
+
+
+def has(got: list[Entry], n: int) -> bool:
+    return str(n).encode() in contents(got)
+
+
 @pytest.mark.gen_test(timeout=10)
 async def test_every_instance_gets_every_message_once_in_one_order(redis_server, key_prefix):
     (a, got_a), (b, got_b) = (
@@ -34,14 +40,16 @@ async def test_every_instance_gets_every_message_once_in_one_order(redis_server,
     )
     for i in range(50):
         (a if i % 2 else b).publish(5, tail(i), 1.0, "normal")
-    await until(lambda: len(got_a) == 50 and len(got_b) == 50)
-    await asyncio.sleep(0.1)
-    assert len(got_a) == 50 and len(got_b) == 50
+    await until(lambda: len(got_a) >= 50 and len(got_b) >= 50)
+    # A last message marks the end: once it is in, so is any extra copy of the fifty.
+    a.publish(5, tail(50), 1.0, "normal")
+    await until(lambda: has(got_a, 50) and has(got_b, 50))
+    assert len(got_a) == 51 and len(got_b) == 51
     assert [e.id for e in got_a] == [e.id for e in got_b]
     assert [e.key for e in got_a] == sorted(e.key for e in got_a)
     assert got_a[0].payload.startswith(b'{"type":"message","id":"')
     r = redis_server.client()
-    assert r.xlen(f"{key_prefix}history:broadcast") == 50
+    assert r.xlen(f"{key_prefix}history:broadcast") == 51
     await a.stop()
     await b.stop()
 
@@ -56,10 +64,11 @@ async def test_a_dropped_subscription_recovers_what_it_missed(redis_server, key_
     redis_server.client().client_kill_filter(_type="pubsub")
     for i in range(1, 6):
         other.publish(5, tail(i), 1.0, "normal")
-    await until(lambda: len(got) == 6, timeout=8)
-    await asyncio.sleep(0.2)
-    contents = [e.payload.split(b'"content":"')[1].split(b'"')[0] for e in got]
-    assert contents == [str(i).encode() for i in range(6)]  # in order, no duplicates
+    await until(lambda: has(got, 5), timeout=8)
+    # Once recovered, a last message marks the end: any extra copy would be in before it.
+    other.publish(5, tail(6), 1.0, "normal")
+    await until(lambda: has(got, 6))
+    assert contents(got) == [str(i).encode() for i in range(7)]  # in order, no duplicates
     await a.stop()
     await other.stop()
 
@@ -85,11 +94,14 @@ async def test_history_reads_recent_and_since_from_the_stream(redis_server, key_
 async def test_while_redis_is_down_messages_are_delivered_locally(own_redis, key_prefix):
     b, got = await broker(own_redis.url, key_prefix)
     own_redis.kill()
-    for _ in range(50):
+
+    def noticed_down() -> bool:
         if not b.link.up:
-            break
-        b.publish(5, tail(0), 1.0, "normal")
-        await asyncio.sleep(0.05)
+            return True
+        b.publish(5, tail(0), 1.0, "normal")  # a command, for the link to find Redis gone
+        return False
+
+    await until(noticed_down, timeout=2.5, step=0.05)
     b.publish(5, tail(99), 1.0, "normal")
     await until(lambda: any(b"99" in e.payload for e in got))
     local = next(e for e in got if b"99" in e.payload)
@@ -111,8 +123,8 @@ async def test_an_echo_lost_with_its_stream_is_still_delivered_here_once(redis_s
     await until(lambda: len(got) == 1)
     await until(lambda: b.subscribed)
     b.publish(5, tail(2), 1.0, "normal")
-    await until(lambda: len(got) == 2)
-    await asyncio.sleep(0.2)
-    contents = [e.payload.split(b'"content":"')[1].split(b'"')[0] for e in got]
-    assert contents == [b"1", b"2"]
+    # A last message marks the end: any extra copy of "1" would be in before it.
+    b.publish(5, tail(3), 1.0, "normal")
+    await until(lambda: has(got, 3))
+    assert contents(got) == [b"1", b"2", b"3"]
     await b.stop()

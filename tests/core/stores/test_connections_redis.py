@@ -8,6 +8,8 @@ import pytest
 
 from core.stores.connections_redis import RedisConnectionCounter
 from tests.core.stores.redis_helpers import keys, link_to
+from tests.support.timing import scaled
+from tests.support.waiting import until, until_async
 
 
 async def counter(url: str, prefix: str, instance: str, liveness: float = 30.0):
@@ -60,8 +62,11 @@ async def test_an_instance_that_dies_without_cleaning_up_stops_counting(redis_se
     dead._alive.cancel()
     await dead.link.close()
     assert not await a.acquire("1.1.1.1", 2)
-    await asyncio.sleep(1.3)
-    assert await a.acquire("1.1.1.1", 2)
+    loop = asyncio.get_running_loop()
+    died = loop.time()
+    # Ask until a slot is given (a refused acquire takes nothing): within the liveness.
+    assert await until_async(lambda: a.acquire("1.1.1.1", 2), timeout=3, step=0.05)
+    assert loop.time() - died < scaled(1.5)
     assert await a.acquire("1.1.1.1", 2)
     assert not await a.acquire("1.1.1.1", 2)
     await a.close()
@@ -77,11 +82,7 @@ async def test_counts_fall_back_to_the_instance_and_are_written_back(own_redis, 
     assert not await a.acquire("2.2.2.2", 3)
     assert not a.link.up
     own_redis.start()  # a new, empty Redis on the same port
-    for _ in range(100):
-        if a.link.up:
-            break
-        await asyncio.sleep(0.1)
-    assert a.link.up
-    await asyncio.sleep(0.2)
-    assert own_redis.client().hgetall(f"{key_prefix}connections:a") == {b"2.2.2.2": b"3"}
+    await until(lambda: a.link.up, timeout=10)
+    r = own_redis.client()
+    await until(lambda: r.hgetall(f"{key_prefix}connections:a") == {b"2.2.2.2": b"3"})
     await a.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from core.stores.sessions_memory import MemorySessionStore
 from core.stores.sessions_redis import RedisSessionStore
 from tests.core.stores.redis_helpers import keys, link_to
+from tests.support.waiting import until
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -19,11 +18,14 @@ async def test_a_session_hash_has_the_contract_fields_and_ttl(redis_server, key_
     store.record_message("tok1", 1_700_000_000_100, ttl=60)
     store.record_message("tok1", 1_700_000_000_123, ttl=60)
     r = redis_server.client()
-    await asyncio.sleep(0.1)
+    key = f"{key_prefix}session:tok1"
+    # The link sends its commands in order: once a PING through it is answered, any
+    # write made per message has reached Redis.
+    await link.call("PING")
     # Counts are gathered and written once a second, not once per message.
-    assert r.hget(f"{key_prefix}session:tok1", "messageCount") == b"0"
-    await asyncio.sleep(1.1)
-    fields = r.hgetall(f"{key_prefix}session:tok1")
+    assert r.hget(key, "messageCount") == b"0"
+    await until(lambda: r.hget(key, "messageCount") == b"2", timeout=3)
+    fields = r.hgetall(key)
     assert fields[b"clientId"] == b"client1"
     assert fields[b"messageCount"] == b"2"
     assert fields[b"lastMessageTimestamp"] == b"1700000000123"
@@ -55,9 +57,16 @@ async def test_an_expired_session_is_gone_and_not_resurrected(redis_server, key_
     link = await link_to(redis_server.url)
     store = RedisSessionStore(link, keys(key_prefix), MemorySessionStore())
     await store.create("tok3", "client3", ttl=0.2)
-    await asyncio.sleep(0.3)
+    await store.create("live", "client4", ttl=60)
+    r = redis_server.client()
+    await until(lambda: r.exists(f"{key_prefix}session:tok3") == 0, timeout=2)
+    # A message for the expired session, and one for a live session as a witness: the
+    # counts are written together, so once the live one's shows, the other was written
+    # too (a PING through the link makes sure its reply is in).
     store.record_message("tok3", 1, ttl=60)
-    await asyncio.sleep(1.2)
+    store.record_message("live", 2, ttl=60)
+    await until(lambda: r.hget(f"{key_prefix}session:live", "messageCount") == b"1", timeout=3)
+    await link.call("PING")
     assert await store.resume("tok3", ttl=60) is None
-    assert redis_server.client().exists(f"{key_prefix}session:tok3") == 0
+    assert r.exists(f"{key_prefix}session:tok3") == 0
     await link.close()
