@@ -39,7 +39,7 @@ PROJECT = ("core", "plugins", "handlers", "relay")
 
 # Names that mean reaching into Tornado below its documented API.
 TORNADO_INTERNALS = re.compile(
-    r"\bws_connection\b|WebSocketProtocol13|_WebSocketParams|_detach_stream|IOStream|"
+    r"ws_connection|WebSocketProtocol13|_WebSocketParams|_detach_stream|IOStream|"
     r"tornado\.iostream|\.stream\b"
 )
 

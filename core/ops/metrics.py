@@ -19,6 +19,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Every metric of ours is named ws_<name> (process_* come from the process collector).
+NAMESPACE = "ws"
 
 
 class Metrics:
@@ -27,63 +29,101 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge(
-            "ws_connections", "WebSocket connections open on this instance", registry=r
+            "connections",
+            "WebSocket connections open on this instance",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.connections_opened = Counter(
-            "ws_connections_opened", "WebSocket connections accepted", registry=r
+            "connections_opened", "WebSocket connections accepted", namespace=NAMESPACE, registry=r
         )
         self.connections_refused = Counter(
-            "ws_connections_refused",
+            "connections_refused",
             "WebSocket connections refused, by reason",
             ["reason"],
+            namespace=NAMESPACE,
             registry=r,
         )
         self.messages_in = Counter(
-            "ws_messages_received", "Valid messages received from clients", ["cls"], registry=r
+            "messages_received",
+            "Valid messages received from clients",
+            ["cls"],
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.messages_out = Counter(
-            "ws_messages_delivered",
+            "messages_delivered",
             "Messages handed to client sockets (one per recipient)",
             ["cls"],
+            namespace=NAMESPACE,
             registry=r,
         )
         self.messages_rejected = Counter(
-            "ws_messages_rejected", "Client frames answered with an error", ["code"], registry=r
+            "messages_rejected",
+            "Client frames answered with an error",
+            ["code"],
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.fanout_batches = Counter(
-            "ws_fanout_batches",
+            "fanout_batches",
             "Fan-outs: each writes every message delivered in one loop turn with one send "
             "per client (delivered / batches / clients = messages per send)",
+            namespace=NAMESPACE,
             registry=r,
         )
         self.queue_dropped = Counter(
-            "ws_queue_dropped", "Frames dropped from full outbound queues", registry=r
+            "queue_dropped",
+            "Frames dropped from full outbound queues",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.slow_consumers = Counter(
-            "ws_slow_consumer_closes", "Connections closed for not keeping up", registry=r
+            "slow_consumer_closes",
+            "Connections closed for not keeping up",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.heartbeat_interval = Gauge(
-            "ws_heartbeat_interval_seconds", "Current heartbeat interval", registry=r
+            "heartbeat_interval_seconds",
+            "Current heartbeat interval",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.heartbeat_timeouts = Counter(
-            "ws_heartbeat_timeouts", "Connections closed for not answering pings", registry=r
+            "heartbeat_timeouts",
+            "Connections closed for not answering pings",
+            namespace=NAMESPACE,
+            registry=r,
         )
-        self.redis_up = Gauge("ws_redis_up", "1 while Redis answers, else 0", registry=r)
+        self.redis_up = Gauge(
+            "redis_up", "1 while Redis answers, else 0", namespace=NAMESPACE, registry=r
+        )
         self.redis_reconnects = Counter(
-            "ws_redis_reconnects", "Times the Redis link came back after an outage", registry=r
+            "redis_reconnects",
+            "Times the Redis link came back after an outage",
+            namespace=NAMESPACE,
+            registry=r,
         )
         self.delivery_latency = Histogram(
-            "ws_delivery_latency_seconds",
+            "delivery_latency_seconds",
             "From a message's arrival at its sender's instance to its fan-out here",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            namespace=NAMESPACE,
             registry=r,
         )
         self.hook_errors = Counter(
-            "ws_hook_errors", "Plugin hooks that raised", ["plugin", "hook"], registry=r
+            "hook_errors",
+            "Plugin hooks that raised",
+            ["plugin", "hook"],
+            namespace=NAMESPACE,
+            registry=r,
         )
         # Resources, so a leak shows on a dashboard before it shows in an outage.
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
-        tasks = Gauge("ws_asyncio_tasks", "asyncio tasks alive in this process", registry=r)
+        tasks = Gauge(
+            "asyncio_tasks", "asyncio tasks alive in this process", namespace=NAMESPACE, registry=r
+        )
         tasks.set_function(_task_count)
 
     def render(self) -> bytes:
