@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from core.engine.outbox import Outbox, OutboxPolicy
@@ -32,7 +33,7 @@ SYSTEM_PRIORITY = 1 << 30
 # arriving later with a higher priority can still overtake the rest.
 PUMP_CHUNK = 64 * 1024
 
-NO_QUERY: Mapping[str, str] = {}
+NO_QUERY: Mapping[str, str] = MappingProxyType({})
 
 
 class Connection:

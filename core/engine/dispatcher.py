@@ -58,7 +58,7 @@ class Dispatcher:
         self.wall = wall
         # One policy object for every connection: a change reaches all of them at once.
         self.policy = OutboxPolicy(ordered=False)
-        self._closing: set[asyncio.Task] = set()
+        self._hook_tasks: set[asyncio.Task] = set()
         self.refusals = RefusalLog(log)
         hub.on_fanout = self._count_fanout
 
@@ -162,14 +162,14 @@ class Dispatcher:
 
     def _background(self, hooks: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(hooks)
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
 
     async def closed(self) -> None:
         """Wait for the close (and pong) hooks still running (before shutdown hooks
         release stores)."""
-        while self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
+        while self._hook_tasks:
+            await asyncio.gather(*list(self._hook_tasks), return_exceptions=True)
 
     # -- accounting -----------------------------------------------------------------
 

@@ -55,12 +55,6 @@ class HookRunner:
         self._position = {p: i for i, p in enumerate(self.plugins)}
         self._started: list[Plugin] = []
 
-    def get(self, name: str) -> Plugin | None:
-        for plugin in self.plugins:
-            if plugin.name == name:
-                return plugin
-        return None
-
     # -- the loop -------------------------------------------------------------------
 
     async def _multicall(
