@@ -100,6 +100,8 @@ class Instance:
             raise
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
+        if not s.plugins:
+            log.warning("plugins: {} in %s: every feature is off", s.source)
         log.info(
             "instance %s listening on %s:%d (store: %s, plugins: %s)",
             self.instance_id,

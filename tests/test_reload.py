@@ -124,6 +124,10 @@ async def test_sighup_applies_a_valid_file_and_refuses_an_invalid_one(processes)
     await until(lambda: "reload refused" in server.log())
     line = next(x for x in server.log().splitlines() if "reload refused" in x)
     assert "plugins.ratelimit.max_messages_per_second: expected a number, got 'lots'" in line
+    server.config_path.write_text("")  # an empty file would turn every feature off
+    server.signal(signal.SIGHUP)
+    await until(lambda: server.log().count("reload refused") == 2)
+    assert "the file is empty" in server.log().splitlines()[-1]
     await client.send("normal", "one")
     await client.send("normal", "two")
     assert (await client.recv_type("error"))["code"] == "rate_limited"  # old limits stay

@@ -119,6 +119,14 @@ MISTAKES = {
         "(day is out of range for month)",
     ),
     "nested too deeply": ("a: " + "[" * 5000, "invalid YAML: nested too deeply"),
+    "empty file": (
+        "# nothing here\n",
+        "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)",
+    ),
+    "no plugins block": (
+        "server: {port: 8300}\n",
+        "plugins: required key is missing (write plugins: {} to run with every feature off)",
+    ),
 }
 
 
@@ -249,6 +257,17 @@ def test_without_flags_the_file_decides(tmp_path, launch):
     server = launch(path)
     assert server.health(file_port)["instance"] == "from-file"
     assert server.stop() == 0
+
+
+def test_plugins_empty_runs_every_feature_off_and_says_so(tmp_path, launch):
+    port = free_port()
+    path = write_config(
+        tmp_path, f"server: {{port: {port}}}\nstore: {{backend: memory}}\nplugins: {{}}\n"
+    )
+    server = launch(path)
+    assert server.health(port)["status"] == "ok"
+    assert server.stop() == 0
+    assert f"plugins: {{}} in {path}: every feature is off" in server.output
 
 
 def test_host_flag_overrides_the_file(tmp_path, launch):

@@ -20,6 +20,9 @@ from core.config.schema import ConfigError, build, describe, join, join_key, unk
 from core.config.settings import SECTIONS, Settings
 
 
+EMPTY_FILE = "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)"
+
+
 def parse_settings(
     data: object, registry: Mapping[str, type], source: str = "config.yaml"
 ) -> Settings:
@@ -32,7 +35,8 @@ def parse_settings(
 
 def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
     if data is None:
-        data = {}
+        # An empty file would silently turn every feature off.
+        raise ConfigError("", EMPTY_FILE)
     if not isinstance(data, dict):
         raise ConfigError("", f"expected a mapping at the top level, got {describe(data)}")
     known = [*SECTIONS, "plugins"]
@@ -40,7 +44,11 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         if key not in known:
             raise unknown_key("", key, known)
     sections = {name: build(cls, data.get(name), name) for name, cls in SECTIONS.items()}
-    plugins_data = data.get("plugins")
+    if "plugins" not in data:
+        raise ConfigError(
+            "plugins", "required key is missing (write plugins: {} to run with every feature off)"
+        )
+    plugins_data = data["plugins"]
     if plugins_data is None:
         plugins_data = {}
     if not isinstance(plugins_data, dict):
@@ -120,6 +128,8 @@ def load_settings(
         line = raw.count(b"\n", 0, error.start) + 1
         raise ConfigError("", f"cannot read the file: not UTF-8 text (line {line})", path) from None
     data = parse_yaml(text, path)
+    if data is None:
+        raise ConfigError("", EMPTY_FILE, path)
     applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -111,8 +111,21 @@ def test_an_empty_plugin_block_is_on_with_defaults(tmp_path):
     assert settings.plugin("ratelimit").burst == 5
 
 
-def test_an_empty_file_means_defaults_and_no_plugins(tmp_path):
-    settings = load_text(tmp_path, "# nothing configured\n")
+@pytest.mark.parametrize("text", ["", "# nothing configured\n", "---\n", "~\n"])
+def test_an_empty_file_is_refused(tmp_path, text):
+    assert text_error(tmp_path, text) == (
+        "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)"
+    )
+
+
+def test_a_file_without_plugins_is_refused(tmp_path):
+    assert text_error(tmp_path, "server: {port: 8300}\n") == (
+        "plugins: required key is missing (write plugins: {} to run with every feature off)"
+    )
+
+
+def test_plugins_empty_means_defaults_and_no_plugins(tmp_path):
+    settings = load_text(tmp_path, "plugins: {}\n")
     assert settings.enabled_plugins() == []
     assert settings.server.port == 8200
     assert settings.store.backend == "auto"
