@@ -9,6 +9,7 @@ connect, on every message, on close, and periodically while connected.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
@@ -22,6 +23,8 @@ from core.wire.ids import parse_id
 
 # How often connected sessions' TTLs are refreshed, at most.
 REFRESH_EVERY = 60.0
+# What a session token can look like (ours are 43 characters of URL-safe base64).
+TOKEN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class SessionsPlugin(Plugin):
         ttl = self.settings.ttl
         session = None
         token = conn.query.get("session")
+        if token and not TOKEN.fullmatch(token):
+            self.log.debug("ignored a malformed session token from %s", conn.ip)
+            token = None
         if token:
             session = await store.resume(token, ttl)
         if session is not None:
@@ -62,9 +68,10 @@ class SessionsPlugin(Plugin):
             conn.session = session.token
             conn.resumed = True
             since = conn.query.get("since")
-            conn.resume_from = (
-                since if since is not None and parse_id(since) else session.last_message_id
-            )
+            if since is not None and parse_id(since) is None:
+                self.log.debug("ignored a malformed since from %s", conn.ip)
+                since = None
+            conn.resume_from = since if since is not None else session.last_message_id
         else:
             session = await store.create(conn.session, conn.client_id, ttl)
         conn.welcome["messages"] = session.message_count

@@ -19,7 +19,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from core.config.schema import ConfigError, build, describe, join, join_key, unknown_key
 from core.config.settings import SECTIONS, Settings
 
-
 EMPTY_FILE = "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)"
 
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 
 class Keys:
     """Key names under one prefix."""
@@ -14,8 +16,9 @@ class Keys:
 
     def session(self, token: str) -> str:
         """Hash of one session: clientId, messageCount, lastMessageTimestamp (ms),
-        createdAt (ms), lastSeen (ms), lastMessageId."""
-        return f"{self.prefix}session:{token}"
+        createdAt (ms), lastSeen (ms), lastMessageId. Named by the token's SHA-256, so
+        that listing keys or watching commands (MONITOR, SCAN) shows no token."""
+        return f"{self.prefix}session:{hashlib.sha256(token.encode()).hexdigest()}"
 
     def ratelimit(self, client_id: str) -> str:
         """Hash of one session's token bucket: tokens, ts."""

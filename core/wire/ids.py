@@ -10,13 +10,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# Each part of an id is below this: Redis stream ids are two 64-bit numbers, and a
+# cursor must still have a successor for an exclusive range.
+PART_LIMIT = 2**63
+
 
 def parse_id(message_id: str) -> tuple[int, int] | None:
-    """The sortable key of a broker id, or None for ids that are not ordered."""
+    """The sortable key of a broker id, or None for ids that are not ordered (or not
+    well formed: anything but two ASCII numbers below PART_LIMIT)."""
     ms, sep, seq = message_id.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
+    if not sep or not _is_part(ms) or not _is_part(seq):
         return None
     return int(ms), int(seq)
+
+
+def _is_part(text: str) -> bool:
+    # isdigit() alone accepts "²" and other digits int() refuses.
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit() and int(text) < PART_LIMIT
 
 
 class IdClock:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from core.stores.broker import LogPolicy
 from core.stores.broker_memory import MemoryBroker
 from core.wire.entry import Entry
 from core.wire.ids import IdClock
+from tests.conftest import redis_changes
+from tests.support.config import merge
+from tests.support.metrics import sample
 from tests.support.waiting import connections_settle
 from tests.support.ws_client import WsClient
 
@@ -129,3 +134,40 @@ def test_ids_increase_even_when_the_clock_steps_back():
     third = ids.next()
     keys = [tuple(map(int, i.split("-"))) for i in (first, second, third)]
     assert keys == sorted(keys) and len(set(keys)) == 3
+
+
+MALFORMED_SINCE = ["²-0", "99999999999999999999999-0", "18446744073709551615-0", "1-", "-1", "x"]
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_malformed_since_is_ignored_as_if_absent(servers, redis_server, key_prefix, caplog):
+    server = await servers(merge(redis_changes(redis_server.url, key_prefix), REPLAY_3))
+    sender = await WsClient.connect(server.port)
+    reader = await WsClient.connect(server.port)
+    await send_all(sender, ["a"])
+    await reader.messages(1)
+    reader.close()
+    await connections_settle(server, 1)
+    with caplog.at_level(logging.INFO):
+        for i, since in enumerate(MALFORMED_SINCE):
+            await send_all(sender, [f"missed {i}"])
+            back = await WsClient.connect(server.port, session=reader.session, since=since)
+            assert back.welcome["resumed"] is True
+            # As without `since`: what the session missed, from where it left.
+            assert [f["content"] for f in await back.messages(1)] == [f"missed {i}"]
+            back.close()
+            await connections_settle(server, 1)
+    noisy = [r for r in caplog.records if r.levelno > logging.DEBUG and "since" in r.getMessage()]
+    assert noisy == []
+    assert sample(server, "ws_hook_errors_total", plugin="history", hook="on_welcome") == 0
+    print(f"{len(MALFORMED_SINCE)} malformed since values: 0 errors, 0 tracebacks")
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_malformed_session_token_starts_a_new_session_quietly(servers, caplog):
+    server = await servers()
+    with caplog.at_level(logging.INFO):
+        for token in ["not a token!", "x" * 2000, "²²²²²²²²²²²²²²²²²²²²"]:
+            client = await WsClient.connect(server.port, session=token)
+            assert client.welcome["resumed"] is False
+    assert not [r for r in caplog.records if r.levelno > logging.DEBUG]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -48,12 +49,8 @@ class WsClient:
         ping_interval: float | None = None,
         source: str | None = None,
     ) -> WsClient:
-        query = []
-        if session:
-            query.append(f"session={session}")
-        if since:
-            query.append(f"since={since}")
-        url = f"ws://{host}:{port}/ws" + ("?" + "&".join(query) if query else "")
+        query = urlencode({k: v for k, v in (("session", session), ("since", since)) if v})
+        url = f"ws://{host}:{port}/ws" + ("?" + query if query else "")
         request = HTTPRequest(
             url, headers=headers or {}, connect_timeout=scaled(5), network_interface=source
         )
