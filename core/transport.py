@@ -19,30 +19,41 @@ outside it gets a warning at start-up, and the transport test is the audit to ru
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
-from collections.abc import Callable
-from typing import Protocol
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import tornado
 import tornado.websocket
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 
 log = logging.getLogger("server")
 
 SUPPORTED_TORNADO = ((6, 6), (6, 7))
+CLOSE_PROTOCOL_ERROR = 1002
 
 # (object, attribute) pairs this module uses beyond Tornado's documented API. "handler"
 # is the WebSocketHandler, "protocol" its `ws_connection`, "stream" the protocol's
-# IOStream, "params" the protocol's settings.
+# IOStream, "params" the protocol's settings, "server" the HTTPServer.
 RELIED_ON = (
+    ("server", "_sockets"),
+    ("server", "_handlers"),
+    ("server", "_handle_connection"),
     ("handler", "ws_connection"),
     ("protocol", "stream"),
     ("protocol", "params"),
     ("protocol", "handler"),
     ("protocol", "server_terminated"),
+    ("protocol", "_receive_frame"),
+    ("protocol", "_read_bytes"),
     ("params", "max_message_size"),
     ("stream", "socket"),
+    ("stream", "_write_buffer"),
     ("stream", "writing"),
     ("stream", "write"),
     ("stream", "closed"),
@@ -55,8 +66,9 @@ def tornado_supported(version: tuple[int, ...] = tornado.version_info[:2]) -> bo
     return low <= tuple(version[:2]) < high
 
 
-def missing_internals(handler: tornado.websocket.WebSocketHandler) -> list[str]:
-    """The `RELIED_ON` attributes that a live, open handler lacks ("protocol.stream")."""
+def missing_internals(handler: tornado.websocket.WebSocketHandler, server: HTTPServer) -> list[str]:
+    """The `RELIED_ON` attributes that a live, open handler (and the server that accepted
+    it) lack, as "protocol.stream"."""
     protocol = getattr(handler, "ws_connection", None)
     stream = getattr(protocol, "stream", None)
     owners = {
@@ -64,6 +76,7 @@ def missing_internals(handler: tornado.websocket.WebSocketHandler) -> list[str]:
         "protocol": protocol,
         "stream": stream,
         "params": getattr(protocol, "params", None),
+        "server": server,
     }
     return [f"{owner}.{attr}" for owner, attr in RELIED_ON if not hasattr(owners[owner], attr)]
 
@@ -79,6 +92,9 @@ class Transport(Protocol):
 
     def writing(self) -> bool:
         """True while bytes of earlier writes are still waiting to be sent."""
+
+    def buffered(self) -> int:
+        """How many bytes of earlier writes are still waiting to be sent."""
 
     def when_flushed(self, callback: Callable[[bool], None]) -> bool:
         """Call `callback(True)` once everything written so far has been sent (False if
@@ -155,6 +171,10 @@ class TornadoTransport:
                 pass
         self._close(code, reason)
 
+    def buffered(self) -> int:
+        waiting = self._stream._write_buffer
+        return len(waiting) if waiting is not None else 0
+
     def abort(self) -> None:
         self._stream.close()
 
@@ -170,8 +190,24 @@ class TornadoTransport:
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, letting the handler say why before a close it did not ask for
-    (a frame over max_message_size: 1009)."""
+    """Tornado's protocol, closing with 1002 on a frame the client did not mask (RFC 6455
+    5.1: a server must; Tornado accepts it), and letting the handler say why before a
+    close it did not ask for (1002, or 1009 for a frame over max_message_size)."""
+
+    _at_header = False
+
+    async def _receive_frame(self) -> None:
+        self._at_header = True
+        await super()._receive_frame()
+
+    async def _read_bytes(self, n: int) -> bytes:
+        data = await super()._read_bytes(n)
+        if self._at_header:
+            self._at_header = False
+            if not data[1] & 0x80:
+                self.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+                raise StreamClosedError()  # ends the read loop: the connection is dropped
+        return data
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         stream = self.stream
@@ -208,6 +244,97 @@ class WebSocketEndpoint(tornado.websocket.WebSocketHandler):
         """A frame to send before Tornado closes the connection with `code` on its own
         (1009: a frame over `max_message_size`); None sends nothing."""
         return None
+
+
+# accept() errors that mean "out of descriptors or memory": pause, do not spin.
+RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PAUSE_FIRST = 0.05
+PAUSE_MAX = 1.0
+ACCEPT_BATCH = 128
+
+
+class WebServer(HTTPServer):
+    """Tornado's HTTPServer whose accept loop survives running out of file descriptors.
+
+    Tornado's own loop raises EMFILE out of its handler while the listening socket stays
+    readable, so the event loop calls it again at once: a spinning core and a traceback
+    per turn. Here the listener pauses instead (50 ms, doubling up to 1 s, while the
+    error lasts) and says so at most once per `quiet` seconds.
+    """
+
+    def initialize(self, *args: Any, quiet: float = 10.0, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self.quiet = quiet
+        self.last_said = float("-inf")
+        self.pauses_unsaid = 0
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _Listener(self, sock).remove
+
+    def accepted(self, connection: socket.socket, address: Any) -> None:
+        self._handle_connection(connection, address)
+
+    def out_of_resources(self, error: OSError) -> None:
+        self.pauses_unsaid += 1
+        now = time.monotonic()
+        if now - self.last_said >= self.quiet:
+            log.error(
+                "cannot accept connections (%s): pausing the listener (%d pauses since the "
+                "last report, said at most every %gs)",
+                error.strerror or error,
+                self.pauses_unsaid,
+                self.quiet,
+            )
+            self.last_said = now
+            self.pauses_unsaid = 0
+
+
+class _Listener:
+    """Accepts on one listening socket for a `WebServer`, pausing on EMFILE."""
+
+    def __init__(self, server: WebServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.loop = IOLoop.current()
+        self.listening = True
+        self.pause = PAUSE_FIRST
+        self.resuming: object | None = None
+        self.loop.add_handler(sock, self.accept, IOLoop.READ)
+
+    def accept(self, fd: Any, events: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if not self.listening:
+                return
+            try:
+                connection, address = self.sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as error:
+                if error.errno not in RESOURCE_ERRORS:
+                    raise
+                self.loop.remove_handler(self.sock)
+                self.resuming = self.loop.call_later(self.pause, self.resume)
+                self.pause = min(PAUSE_MAX, self.pause * 2)
+                self.server.out_of_resources(error)
+                return
+            self.pause = PAUSE_FIRST
+            self.server.accepted(connection, address)
+
+    def resume(self) -> None:
+        self.resuming = None
+        if self.listening:
+            self.loop.add_handler(self.sock, self.accept, IOLoop.READ)
+
+    def remove(self) -> None:
+        self.listening = False
+        if self.resuming is not None:
+            self.loop.remove_timeout(self.resuming)
+        else:
+            self.loop.remove_handler(self.sock)
 
 
 def warn_if_unsupported() -> None:

@@ -10,10 +10,13 @@ import tornado.web
 
 from core.ops.metrics import CONTENT_TYPE
 
-# The client loads only its own script and style, and talks only to this server.
+# The client loads only its own script and style, and talks only to this server:
+# `connect-src 'self'` covers its WebSocket (CSP Level 3: 'self' matches ws: and wss: on
+# the page's own host and port), and nothing else. `ws: wss:` here would let a script
+# injected into the page send what it reads to any host.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 
@@ -58,6 +61,10 @@ class IndexHandler(tornado.web.RequestHandler):
         with open(self.path, "rb") as f:
             self.write(f.read())
 
+    def head(self) -> None:
+        # GET's status and headers (Content-Length included); Tornado drops the body.
+        self.get()
+
 
 class StaticHandler(tornado.web.StaticFileHandler):
     """`/static/...`: the client's script and style."""
@@ -79,6 +86,10 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.write(json.dumps(health))
+
+    def head(self) -> None:
+        # A load balancer's cheap probe: the status and headers of GET, no body.
+        self.get()
 
 
 class MetricsHandler(tornado.web.RequestHandler):

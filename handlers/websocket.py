@@ -54,16 +54,21 @@ class WebSocketHandler(WebSocketEndpoint):
         self.server.dispatcher.pong(self.conn, data)
 
     def last_words(self, code: int, max_message_size: int) -> bytes | None:
-        """Before Tornado closes with 1009 (frame too big), tell the client why."""
-        if code != frames.CLOSE_TOO_BIG:
-            return None
-        return frames.json_frame(
-            frames.error_payload(
+        """Before the transport closes on its own (1009: a frame too big; 1002: an
+        unmasked frame), tell the client why."""
+        if code == frames.CLOSE_TOO_BIG:
+            error = frames.error_payload(
                 frames.INVALID_MESSAGE,
                 "the frame is larger than the server's max_message_size",
                 max_message_size=max_message_size,
             )
-        )
+        elif code == frames.CLOSE_PROTOCOL_ERROR:
+            error = frames.error_payload(
+                frames.INVALID_MESSAGE, "client frames must be masked (RFC 6455 5.1)"
+            )
+        else:
+            return None
+        return frames.json_frame(error)
 
     def log_exception(self, typ, value, tb) -> None:
         """Log a failure without the request URI: its query may hold a session token."""

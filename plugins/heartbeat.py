@@ -2,8 +2,11 @@
 
 The interval is that of the first tier whose `max_clients` is at least the number of
 connected clients (a tier without `max_clients` takes all). Each tick sends every client
-a `heartbeat` frame and a WebSocket ping, and `timeout` seconds later closes the clients
-that have not answered that ping (1011, "heartbeat timeout"). When the tier changes,
+a `heartbeat` frame and a WebSocket ping with a new random payload, and `timeout` seconds
+later drops the clients that have not answered that ping (a close frame with 1011,
+"heartbeat timeout", then the TCP connection is closed without waiting for an answer).
+Only a pong that echoes the latest ping counts: a client that does not read cannot stay
+by sending pongs of its own. When the tier changes,
 the callback is rescheduled and the clients are told the new interval at once (a
 heartbeat frame without a ping, at most once a second).
 """
@@ -11,6 +14,7 @@ heartbeat frame without a ping, at most once a second).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass
 
 from tornado.ioloop import PeriodicCallback
@@ -93,6 +97,7 @@ class HeartbeatPlugin(Plugin):
         # before the plugin started count from its start.
         self._answered: dict[Connection, float] = {}
         self._started_at = services.clock()
+        self._ping = b""  # the latest ping's payload; only its echo counts
 
     async def on_startup(self) -> None:
         """Start the one server-wide callback."""
@@ -107,8 +112,9 @@ class HeartbeatPlugin(Plugin):
         self._answered[conn] = self.services.clock()
 
     def on_pong(self, conn: Connection, data: bytes) -> None:
-        """The client is alive."""
-        self._answered[conn] = self.services.clock()
+        """The client is alive if this answers the latest ping."""
+        if data == self._ping:
+            self._answered[conn] = self.services.clock()
 
     def on_close(self, conn: Connection) -> None:
         """Re-tier for one client fewer."""
@@ -167,7 +173,8 @@ class HeartbeatPlugin(Plugin):
         hub = self.services.hub
         now = self._last_tick = self.services.clock()
         frame = self._frame(len(hub) if clients is None else clients)
-        if hub.send_to_all(frame + frames.PING_FRAME, SYSTEM_PRIORITY):
+        self._ping = secrets.token_bytes(8)
+        if hub.send_to_all(frame + frames.ping_frame(self._ping), SYSTEM_PRIORITY):
             loop = asyncio.get_running_loop()
             handle = loop.call_later(self.settings.timeout, self._check, now)
             self._checks.add(handle)
@@ -178,7 +185,7 @@ class HeartbeatPlugin(Plugin):
         self._checks = {h for h in self._checks if h.when() > now}
         answered = self._answered
         for conn in list(self.services.hub.connections()):
-            if answered.get(conn, self._started_at) < pinged_at and not conn.closing:
+            if answered.get(conn, self._started_at) < pinged_at:
                 self.services.metrics.heartbeat_timeouts.inc()
-                self.log.info("closing %s from %s: no pong", conn.client_id, conn.ip)
-                conn.close(1011, "heartbeat timeout")
+                self.log.info("dropping %s from %s: no pong", conn.client_id, conn.ip)
+                conn.abort(frames.CLOSE_INTERNAL, "heartbeat timeout")

@@ -57,8 +57,21 @@ class HistoryPlugin(Plugin):
             entries = await broker.since(cursor, s.size, s.ttl)
         else:
             entries = await broker.recent(s.replay, s.ttl)
-        for entry in entries:
-            conn.send(entry.history_frame())
+        frames = newest_within([e.history_frame() for e in entries], conn.policy.max_bytes // 2)
+        for frame in frames:
+            conn.send(frame)
+        entries = entries[len(entries) - len(frames) :]
         # Live messages held while we read must skip what the replay (or the client,
         # for a resumed session) has already seen.
         return entries[-1].id if entries else cursor
+
+
+def newest_within(frames: list[bytes], budget: int) -> list[bytes]:
+    """The newest of `frames` whose sizes add up to at most `budget`: a replay never
+    takes more than half of what a connection may hold unsent."""
+    total = 0
+    for start in range(len(frames) - 1, -1, -1):
+        total += len(frames[start])
+        if total > budget:
+            return frames[start + 1 :]
+    return frames

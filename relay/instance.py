@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 import tornado.netutil
-from tornado.httpserver import HTTPServer
 
 from core.access.client_ip import ClientAddress
 from core.access.origins import OriginPolicy
@@ -26,7 +25,7 @@ from core.engine.services import Services
 from core.ops.metrics import Metrics
 from core.stores.broker import Broker, LogPolicy
 from core.stores.factory import Stores, open_stores
-from core.transport import warn_if_unsupported
+from core.transport import WebServer, warn_if_unsupported
 from core.wire import frames
 from relay.application import application
 from relay.declarations import declarations
@@ -48,7 +47,7 @@ class Instance:
         self.hub: Hub | None = None
         self.hooks: HookRunner | None = None
         self.dispatcher: Dispatcher | None = None
-        self.http: HTTPServer | None = None
+        self.http: WebServer | None = None
         self.app = None
         self.services: Services | None = None
         self.plugins: dict[str, Plugin] = {}  # the enabled ones, by their key in config.yaml
@@ -86,6 +85,7 @@ class Instance:
             instance_id=self.instance_id,
             metrics=self.metrics,
         )
+        self.dispatcher.use_max_bytes(s.server.max_queued_bytes)
         # What features provide reaches the engine through these, and only these.
         services.queue_policy.watch(self.dispatcher.use_policy)
         services.log_policy.watch(self._use_log_policy)
@@ -93,7 +93,13 @@ class Instance:
         try:
             await self.hooks.startup()
             self.app = application(self)
-            self.http = HTTPServer(self.app, xheaders=False)
+            self.http = WebServer(
+                self.app,
+                xheaders=False,
+                # A request (or WebSocket upgrade) not complete by then is dropped.
+                idle_connection_timeout=s.server.handshake_timeout,
+                body_timeout=s.server.handshake_timeout,
+            )
             sockets = tornado.netutil.bind_sockets(s.server.port, s.server.host)
         except BaseException:
             await self._release()
@@ -169,6 +175,7 @@ class Instance:
             self.services.withdraw(plugin)
         declared = declarations(settings)
         self.dispatcher.classes = declared.classes
+        self.dispatcher.use_max_bytes(settings.server.max_queued_bytes)
         self.dispatcher.default_channel = declared.default_channel
         self.origins = OriginPolicy(settings.server.allowed_origins)
         self.client_address = ClientAddress(settings.server.trusted_proxies)

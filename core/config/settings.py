@@ -21,11 +21,21 @@ class ServerSettings:
     port: int = setting(8200, ge=0, le=65535)
     instance_id: str | None = setting(None, non_empty=True)
     max_message_size: int = setting(65536, ge=128)
+    # Unsent bytes one connection may hold (queue + socket buffer) before it is closed.
+    max_queued_bytes: int = setting(1 << 20, ge=1024)
     allowed_origins: tuple[str, ...] = setting([])
     trusted_proxies: tuple[str, ...] = setting([])
     shutdown_timeout: float = setting(5.0, gt=0)
+    # Seconds a TCP connection has to complete its HTTP request or WebSocket upgrade.
+    handshake_timeout: float = setting(10.0, gt=0)
 
     def check(self, path: str) -> None:
+        if self.max_queued_bytes < 2 * self.max_message_size:
+            raise ConfigError(
+                join(path, "max_queued_bytes"),
+                f"must be at least twice max_message_size ({2 * self.max_message_size}), "
+                f"got {self.max_queued_bytes}",
+            )
         for i, proxy in enumerate(self.trusted_proxies):
             try:
                 ipaddress.ip_network(proxy, strict=False)

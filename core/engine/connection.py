@@ -137,8 +137,24 @@ class Connection:
         dropped = outbox.push(priority, frame)
         if dropped:
             self._dropped(dropped)
+        if outbox.size + self.transport.buffered() > self.policy.max_bytes and not self.closing:
+            # Frames are shared between connections, but what waits for this one is
+            # still memory held for it: past the bound, it is a slow consumer.
+            self.fail(
+                frames.SLOW_CONSUMER,
+                "the connection cannot keep up with its messages",
+                frames.CLOSE_TRY_AGAIN,
+                unsent_bytes=outbox.size + self.transport.buffered(),
+            )
+            if self.on_drop is not None:
+                self.on_drop(self, 0)
+            return
         if not self._flush_pending and not self.closing:
             self._wait_for_flush()
+
+    def unsent(self) -> int:
+        """Bytes waiting for this client: its queue and what the transport holds."""
+        return (self.outbox.size if self.outbox is not None else 0) + self.transport.buffered()
 
     def _wait_for_flush(self) -> None:
         if self.transport.when_flushed(self._on_flushed):
@@ -197,6 +213,12 @@ class Connection:
         # The error goes behind what is in flight, before the close frame.
         last = frames.json_frame(error) if error is not None else None
         self.transport.close(code, reason[:120], last)
+
+    def abort(self, code: int, reason: str = "") -> None:
+        """Send a close frame and drop the connection at once, without waiting for the
+        client's closing handshake: a dead peer never sends one."""
+        self.close(code, reason)
+        self.transport.abort()
 
     def fail(self, code: str, message: str, close_code: int, **extra: Any) -> None:
         self.close(close_code, message, frames.error_payload(code, message, **extra))

@@ -63,9 +63,14 @@ class Dispatcher:
         hub.on_fanout = self._count_fanout
 
     def use_policy(self, policy: OutboxPolicy) -> None:
-        """Queue every connection's frames by `policy` from now on."""
+        """Queue every connection's frames by `policy` from now on (its ordering and
+        frame limit: the byte bound is the server's, `use_max_bytes`)."""
         self.policy.limit = policy.limit
         self.policy.ordered = policy.ordered
+
+    def use_max_bytes(self, max_bytes: int) -> None:
+        """Close a connection as a slow consumer past `max_bytes` unsent bytes."""
+        self.policy.max_bytes = max_bytes
 
     # -- open -----------------------------------------------------------------------
 
@@ -189,7 +194,7 @@ class Dispatcher:
         if conn.closing:
             self.metrics.slow_consumers.inc()
             log.warning(
-                "closed slow consumer %s from %s after %d dropped frames",
+                "closed slow consumer %s from %s (%d frames dropped)",
                 conn.client_id,
                 conn.ip,
                 conn.dropped,

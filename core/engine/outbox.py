@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -24,20 +25,24 @@ T = TypeVar("T")
 class OutboxPolicy:
     """How every connection's outbox behaves; shared, so a reload reaches all of them."""
 
-    limit: int = 1000
+    limit: int = 1000  # frames; over it the lowest priority is dropped
     ordered: bool = True  # False: one FIFO, priorities ignored
+    max_bytes: int = 1 << 20  # unsent bytes (queue + transport); over it: slow consumer
 
 
 class Outbox(Generic[T]):
-    """Bounded (priority, arrival)-ordered queue of frames for one connection."""
+    """Bounded (priority, arrival)-ordered queue of frames for one connection; it keeps
+    the total size of what it holds (`size`), by `sizeof` (len for frames)."""
 
-    __slots__ = ("_buckets", "_len", "_levels", "policy")
+    __slots__ = ("_buckets", "_len", "_levels", "_sizeof", "policy", "size")
 
-    def __init__(self, policy: OutboxPolicy) -> None:
+    def __init__(self, policy: OutboxPolicy, sizeof: Callable[[T], int] = len) -> None:  # type: ignore[assignment]
         self.policy = policy
         self._levels: list[int] = []  # priorities with a bucket, ascending
         self._buckets: dict[int, deque[T]] = {}
         self._len = 0
+        self._sizeof = sizeof
+        self.size = 0
 
     def __len__(self) -> int:
         return self._len
@@ -64,6 +69,7 @@ class Outbox(Generic[T]):
             bisect.insort(self._levels, priority)
         bucket.append(item)
         self._len += 1
+        self.size += self._sizeof(item)
         return dropped
 
     def pop(self) -> T:
@@ -72,7 +78,9 @@ class Outbox(Generic[T]):
             bucket = self._buckets[level]
             if bucket:
                 self._len -= 1
-                return bucket.popleft()
+                item = bucket.popleft()
+                self.size -= self._sizeof(item)
+                return item
         raise IndexError("pop from an empty outbox")
 
     def peek_priority(self) -> int | None:
@@ -86,12 +94,14 @@ class Outbox(Generic[T]):
         self._buckets.clear()
         self._levels.clear()
         self._len = 0
+        self.size = 0
         return n
 
     def _drop_lowest(self) -> None:
         """Drop the oldest item of the lowest priority."""
-        self._buckets[self._lowest_level()].popleft()
+        item = self._buckets[self._lowest_level()].popleft()
         self._len -= 1
+        self.size -= self._sizeof(item)
 
     def _lowest_level(self) -> int | None:
         for level in self._levels:

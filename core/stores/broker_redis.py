@@ -60,6 +60,8 @@ class RedisBroker(Broker):
         self.link = link
         self.history_key = keys.history(channel)
         self.channel = keys.channel(channel)
+        # The latest messages delivered, by id, oldest first: replays are served from them.
+        self._recent: dict[str, Entry] = {}
         self.set_log(policy)
         self.wall = wall
         self._local_ids = IdClock(wall)
@@ -72,12 +74,18 @@ class RedisBroker(Broker):
         self._unechoed: dict[str, Entry] = {}
         # Ids delivered locally because their echo was lost: skipped if they turn up.
         self._early: dict[str, tuple[int, int] | None] = {}
+
         link.on_down(self._on_link_down)
 
     def set_log(self, policy: LogPolicy | None) -> None:
+        # Replays are served from what is held; without history nothing is replayed.
+        self._hold = policy.size if policy is not None else 0
         policy = policy or RECOVERY_LOG
         self.size = policy.size
         self.ttl_ms = int(policy.ttl * 1000)
+        recent = self._recent
+        while len(recent) > self._hold:
+            del recent[next(iter(recent))]
 
     @property
     def distributed(self) -> bool:
@@ -227,6 +235,8 @@ class RedisBroker(Broker):
                 return  # already delivered by a recovery
             self._last_key = key
         self._unechoed.pop(entry.id, None)
+        if key is not None:
+            self._remember(entry)
         if entry.id in self._early:
             del self._early[entry.id]
             return  # delivered locally when its echo was lost
@@ -262,6 +272,9 @@ class RedisBroker(Broker):
 
     def _entry(self, raw_id: bytes, flat: list[bytes]) -> Entry:
         message_id = raw_id.decode()
+        known = self._recent.get(message_id)
+        if known is not None:
+            return known  # one copy of a message, however many replays include it
         fields = _fields(flat)
         ms = int(message_id.partition("-")[0])
         return Entry.from_tail(
@@ -272,15 +285,30 @@ class RedisBroker(Broker):
             fields.get(b"c", b"").decode(),
         )
 
+    def _remember(self, entry: Entry) -> None:
+        """Hold the latest entries delivered, in order and without a gap (the
+        subscription and its recoveries deliver every message once, in order), so that
+        replays are served from them: one copy of a message for every replay."""
+        recent = self._recent
+        recent[entry.id] = entry
+        while len(recent) > self._hold:
+            del recent[next(iter(recent))]
+
     def _oldest_ms(self, max_age: float) -> int:
         return max(0, int((self.wall() - max_age) * 1000))
 
     async def recent(self, count: int, max_age: float) -> list[Entry]:
-        if count <= 0 or not self.link.up:
+        if count <= 0:
+            return []
+        oldest_ms = self._oldest_ms(max_age)
+        held = self._recent
+        if len(held) >= count:  # the latest `count` are all here: no round trip, no copy
+            return [e for e in list(held.values())[-count:] if e.key[0] >= oldest_ms]
+        if not self.link.up:
             return []
         try:
             reply = await self.link.call(
-                "XREVRANGE", self.history_key, "+", f"{self._oldest_ms(max_age)}-0", "COUNT", count
+                "XREVRANGE", self.history_key, "+", f"{oldest_ms}-0", "COUNT", count
             )
         except LinkDown:
             return []
@@ -288,9 +316,16 @@ class RedisBroker(Broker):
 
     async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
         key = parse_id(cursor)
-        if key is None or limit <= 0 or not self.link.up:
+        if key is None or limit <= 0:
             return []
         oldest = (self._oldest_ms(max_age), 0)
+        held = self._recent
+        if held and (len(held) >= self.size or key >= next(iter(held.values())).key):
+            # What is held is every message from its first on, and when it holds `size`
+            # it is all the stream keeps: no round trip, no copy.
+            return [e for e in held.values() if e.key > key and e.key >= oldest][-limit:]
+        if not self.link.up:
+            return []
         start = f"({key[0]}-{key[1]}" if key >= oldest else f"{oldest[0]}-0"
         try:
             reply = await self.link.call("XRANGE", self.history_key, start, "+", "COUNT", limit)

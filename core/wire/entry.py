@@ -13,7 +13,7 @@ class Entry:
     the history log and by slow clients' queues costs its size once.
     """
 
-    __slots__ = ("_start", "cls", "frame", "id", "key", "priority", "ts")
+    __slots__ = ("_history", "_start", "cls", "frame", "id", "key", "priority", "ts")
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class Entry:
         self.ts = ts  # wall-clock seconds when the sender's instance received it
         self.cls = cls  # the message class, for per-class metrics
         self.key = key if key is not None else parse_id(id)
+        self._history: bytes | None = None
 
     def __repr__(self) -> str:
         return f"<Entry {self.id} p={self.priority}>"
@@ -53,5 +54,9 @@ class Entry:
         return cls(message_id, priority, message_payload(message_id, tail), ts, kind)
 
     def history_frame(self) -> bytes:
-        """The same message marked `"history": true`, for a replay."""
-        return text_frame(b'{"history":true,' + memoryview(self.frame)[self._start + 1 :])
+        """The same message marked `"history": true`, for a replay: built once, then
+        shared by every connection it is replayed to."""
+        if self._history is None:
+            body = memoryview(self.frame)[self._start + 1 :]
+            self._history = text_frame(b'{"history":true,' + body)
+        return self._history

@@ -23,13 +23,18 @@ INTERNAL_ERROR = "internal_error"
 
 # Close codes of the contract.
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 
-PING_FRAME = b"\x89\x00"
+
+def ping_frame(payload: bytes = b"") -> bytes:
+    """A WebSocket ping carrying `payload` (at most 125 bytes); the pong echoes it."""
+    return bytes((0x89, len(payload))) + payload
+
 
 # The message classes a client may send, and their priorities (higher goes first),
 # unless `plugins.priority.classes` says otherwise.

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import tornado.netutil
 import tornado.web
-from tornado.httpserver import HTTPServer
 
-from core.transport import TornadoTransport, WebSocketEndpoint, missing_internals
+from core.transport import TornadoTransport, WebServer, WebSocketEndpoint, missing_internals
 from tests.support.raw_ws import RawWebSocket
 from tests.support.waiting import until
 
@@ -16,18 +15,21 @@ from tests.support.waiting import until
 class Endpoint(WebSocketEndpoint):
     """Records each open connection's transport and what Tornado lacks."""
 
-    def initialize(self, opened: list) -> None:
+    def initialize(self, opened: list, server: list) -> None:
         self.opened = opened
+        self.http_server = server[0]
 
     def open(self) -> None:
-        self.opened.append((self.transport(), missing_internals(self)))
+        self.opened.append((self.transport(), missing_internals(self, self.http_server)))
 
 
 @pytest.fixture
 def endpoint(io_loop):
     opened: list[tuple[TornadoTransport, list[str]]] = []
-    app = tornado.web.Application([(r"/ws", Endpoint, {"opened": opened})])
-    server = HTTPServer(app)
+    holder: list[WebServer] = []
+    app = tornado.web.Application([(r"/ws", Endpoint, {"opened": opened, "server": holder})])
+    server = WebServer(app)
+    holder.append(server)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
     yield sockets[0].getsockname()[1], opened

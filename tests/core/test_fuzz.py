@@ -412,7 +412,7 @@ operations = st.lists(
 
 def run_outbox(ordered: bool, limit: int, ops: list) -> None:
     policy = OutboxPolicy(limit=limit, ordered=ordered)
-    outbox: Outbox[int] = Outbox(policy)
+    outbox: Outbox[int] = Outbox(policy, sizeof=lambda item: item % 7)
     model = Model(ordered)
     pushed = popped = dropped = 0
     for op, arg in ops:
@@ -431,6 +431,7 @@ def run_outbox(ordered: bool, limit: int, ops: list) -> None:
         else:
             policy.limit = arg  # a reload: takes effect from the next push
         assert len(outbox) == len(model.items)
+        assert outbox.size == sum(arrival % 7 for _, arrival in model.items)
         assert pushed == popped + dropped + len(outbox)
         expected_top = max((p for p, _ in model.items), default=None)
         assert outbox.peek_priority() == expected_top
@@ -450,7 +451,7 @@ def test_outbox_against_the_model(limit, ops):
 def test_outbox_without_order_is_a_bounded_fifo(limit, ops):
     run_outbox(False, limit, ops)
     policy = OutboxPolicy(limit=max(limit, 1), ordered=False)
-    outbox: Outbox[int] = Outbox(policy)
+    outbox: Outbox[int] = Outbox(policy, sizeof=lambda item: 1)
     for arrival, (_, priority) in enumerate(op for op in ops if op[0] == "push"):
         outbox.push(priority, arrival)
     remaining = [outbox.pop() for _ in range(len(outbox))]

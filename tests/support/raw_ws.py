@@ -53,18 +53,22 @@ class RawWebSocket:
             raise ConnectionError(status.decode(errors="replace"))
         return cls(reader, writer)
 
-    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        mask = os.urandom(4)
+    def send_frame(
+        self, opcode: int, payload: bytes, fin: bool = True, masked: bool = True
+    ) -> None:
+        mask = os.urandom(4) if masked else b""
         n = len(payload)
+        bit = 0x80 if masked else 0
         head = bytes([(0x80 if fin else 0) | opcode])
         if n < 126:
-            head += bytes([0x80 | n])
+            head += bytes([bit | n])
         elif n < 65536:
-            head += struct.pack("!BH", 0x80 | 126, n)
+            head += struct.pack("!BH", bit | 126, n)
         else:
-            head += struct.pack("!BQ", 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(head + mask + masked)
+            head += struct.pack("!BQ", bit | 127, n)
+        if masked:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(head + mask + payload)
 
     def send_json(self, obj: dict) -> None:
         self.send_frame(0x1, json.dumps(obj).encode())
