@@ -293,6 +293,8 @@ def our_config(kind: Kind, port: int, redis_url: str | None) -> dict:
     plugins["throttle"]["max_connections_per_ip"] = 1_000_000
     plugins["ratelimit"]["max_messages_per_second"] = 1_000_000
     plugins["ratelimit"]["burst"] = 1_000_000
+    plugins["ratelimit"]["per_ip"] = {"max_messages_per_second": 1_000_000, "burst": 1_000_000}
+    plugins["sessions"]["max_new_per_ip_per_minute"] = 1_000_000
     return config
 
 

@@ -22,6 +22,7 @@ from core.ops.metrics import Metrics
 from core.stores.connections_redis import RedisConnectionCounter
 from core.stores.factory import SCRIPTS
 from core.stores.keys import Keys
+from core.stores.ratelimit import Bucket
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from core.stores.ratelimit_redis import RedisRateLimiter
 from core.stores.redis_link import RedisLink
@@ -37,7 +38,7 @@ async def sequential(limiter: RedisRateLimiter, seconds: float) -> dict:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        await limiter.take("one-session", 1e9, 10**9)
+        await limiter.take("one-session", [Bucket("", 1e9, 10**9)])
         latencies.append(time.perf_counter() - start)
     latencies.sort()
     return {
@@ -77,7 +78,9 @@ async def main(seconds: float) -> None:
             await counter.start()
             await sequential(limiter, 0.5)  # warm up
             one = await sequential(limiter, seconds)
-            many = await concurrent(lambda i: limiter.take(f"s{i}", 1e9, 10**9), 100, seconds)
+            many = await concurrent(
+                lambda i: limiter.take(f"s{i}", [Bucket("", 1e9, 10**9)]), 100, seconds
+            )
 
             async def slot(i: int) -> None:
                 if await counter.acquire(f"10.0.{i // 250}.{i % 250}", 10**6):

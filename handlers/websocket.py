@@ -34,16 +34,17 @@ class WebSocketHandler(WebSocketEndpoint):
 
     async def open(self) -> None:
         """A client connected: admit it (or not) through the on_connect hooks."""
-        ip = self.server.client_address.resolve(
-            self.request.remote_ip, self.request.headers.get("X-Forwarded-For")
-        )
+        address = self.server.client_address
+        ip = address.resolve(self.request.remote_ip, self.request.headers.get("X-Forwarded-For"))
         self.set_nodelay(True)
         query = {
             name: values[0].decode("utf-8", "replace")
             for name, values in self.request.query_arguments.items()
             if values and values[0]
         }
-        self.conn = await self.server.dispatcher.open(self.transport(), ip, query)
+        self.conn = await self.server.dispatcher.open(
+            self.transport(), ip, query, address.limit_key(ip)
+        )
 
     async def on_message(self, message: str | bytes) -> None:
         """A frame from the client: the on_message hooks decide its fate."""

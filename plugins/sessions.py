@@ -5,6 +5,11 @@ counters, and the connection's `resume_from` (where a replay starts) is the last
 the session was sent before it left, or `&since=ID` if the client says so itself. An
 unknown or expired token silently starts a new session. The TTL is refreshed on
 connect, on every message, on close, and periodically while connected.
+
+Sessions cost Redis memory, so they are not free: an address may open
+`max_new_per_ip_per_minute` new ones a minute (a token bucket; beyond it the connection
+is refused with `too_many_connections` / 1008), and a session that never sent anything
+is kept only `idle_ttl` seconds after it leaves, not `ttl`.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from tornado.ioloop import PeriodicCallback
 
 from core.config.schema import setting
 from core.engine.connection import Connection
-from core.engine.hooks import Plugin
+from core.engine.hooks import Plugin, Veto
 from core.engine.message import Message
+from core.stores.ratelimit import Bucket
 from core.stores.sessions import Session
+from core.wire import frames
 from core.wire.ids import parse_id
 
 # How often connected sessions' TTLs are refreshed, at most.
@@ -33,6 +40,10 @@ class SessionSettings:
 
     enabled: bool = True
     ttl: float = setting(3600.0, gt=0)
+    # A session that never sent anything is kept only this long after it leaves.
+    idle_ttl: float = setting(60.0, gt=0)
+    # New sessions one address may open in a minute; beyond: too_many_connections, 1008.
+    max_new_per_ip_per_minute: int = setting(60, ge=1)
 
 
 class SessionsPlugin(Plugin):
@@ -44,16 +55,26 @@ class SessionsPlugin(Plugin):
     def __init__(self, settings: SessionSettings, services) -> None:
         super().__init__(settings, services)
         self._sessions: dict[Connection, Session] = {}  # the session of each admitted one
+        self._sent: set[Connection] = set()  # those that sent a message on this connection
         self._refresher: PeriodicCallback | None = None
 
     async def on_startup(self) -> None:
         """Start refreshing the TTLs of connected sessions."""
-        every = min(REFRESH_EVERY, self.settings.ttl / 3)
+        s = self.settings
+        every = min(REFRESH_EVERY, s.ttl / 3, s.idle_ttl / 3)
         self._refresher = PeriodicCallback(self._refresh, every * 1000)
         self._refresher.start()
 
-    async def on_connect(self, conn: Connection) -> None:
-        """Resume the session named by `?session=`, or create one."""
+    async def on_reload(self, settings: SessionSettings) -> None:
+        """New TTLs: the refresher follows them."""
+        self.settings = settings
+        if self._refresher is not None:
+            self._refresher.stop()
+            await self.on_startup()
+
+    async def on_connect(self, conn: Connection) -> Veto | None:
+        """Resume the session named by `?session=`, or create one (if its address has
+        not opened too many lately)."""
         store = self.services.stores.sessions
         ttl = self.settings.ttl
         session = None
@@ -73,22 +94,48 @@ class SessionsPlugin(Plugin):
                 since = None
             conn.resume_from = since if since is not None else session.last_message_id
         else:
-            session = await store.create(conn.session, conn.client_id, ttl)
+            veto = await self._may_open(conn)
+            if veto is not None:
+                return veto
+            session = await store.create(conn.session, conn.client_id, self.settings.idle_ttl)
         conn.welcome["messages"] = session.message_count
         self._sessions[conn] = session
+        return None
+
+    async def _may_open(self, conn: Connection) -> Veto | None:
+        """A new session spends a token of its address's bucket: `max_new_per_ip_per_minute`
+        at once, refilling over a minute."""
+        limit = self.settings.max_new_per_ip_per_minute
+        bucket = Bucket("new-sessions", limit / 60, limit)
+        retry_after = await self.services.stores.rate_limiter.take(conn.ip_key, (bucket,))
+        if retry_after <= 0:
+            return None
+        return Veto(
+            frames.TOO_MANY_CONNECTIONS,
+            f"too many new sessions from your address (at most {limit} a minute)",
+            frames.CLOSE_POLICY,
+            {"retry_after": round(retry_after, 3)},
+        )
 
     def on_message(self, conn: Connection, message: Message) -> None:
         """Count the message in the session (without waiting for the store)."""
+        self._sent.add(conn)  # active now: kept for the full ttl
         self.services.stores.sessions.record_message(
             conn.session, int(message.ts * 1000), self.settings.ttl
         )
 
     async def on_close(self, conn: Connection) -> None:
         """Remember when the client left and the last message it was sent."""
-        if self._sessions.pop(conn, None) is not None:
-            await self.services.stores.sessions.leave(
-                conn.session, self.services.hub.last_id, self.settings.ttl
-            )
+        if conn in self._sessions:
+            ttl = self._ttl(conn)
+            del self._sessions[conn]
+            self._sent.discard(conn)
+            await self.services.stores.sessions.leave(conn.session, self.services.hub.last_id, ttl)
+
+    def _ttl(self, conn: Connection) -> float:
+        """A session that has done something is kept `ttl`; one that never did, `idle_ttl`."""
+        active = conn in self._sent or self._sessions[conn].message_count > 0
+        return self.settings.ttl if active else self.settings.idle_ttl
 
     async def on_shutdown(self) -> None:
         """Stop the TTL refresher."""
@@ -96,6 +143,8 @@ class SessionsPlugin(Plugin):
             self._refresher.stop()
 
     async def _refresh(self) -> None:
-        tokens = [conn.session for conn in self._sessions]
-        if tokens:
-            await self.services.stores.sessions.refresh(tokens, self.settings.ttl)
+        by_ttl: dict[float, list[str]] = {}
+        for conn in self._sessions:
+            by_ttl.setdefault(self._ttl(conn), []).append(conn.session)
+        for ttl, tokens in by_ttl.items():
+            await self.services.stores.sessions.refresh(tokens, ttl)

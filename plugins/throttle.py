@@ -1,7 +1,8 @@
 """Connection throttling: at most N connections per client IP.
 
 With the redis backend the count is the sum over every live instance; with memory, this
-instance's. Closing a connection gives its slot back.
+instance's. Closing a connection gives its slot back. An IPv6 client counts by its
+network (`server.ipv6_prefix`, a /64 by default).
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ class ThrottlePlugin(Plugin):
     async def on_connect(self, conn: Connection) -> Veto | None:
         """Take a slot for the client's IP, or refuse the connection."""
         limit = self.settings.max_connections_per_ip
-        if not await self.services.stores.connections.acquire(conn.ip, limit):
+        if not await self.services.stores.connections.acquire(conn.ip_key, limit):
             return Veto(
                 frames.TOO_MANY_CONNECTIONS,
                 f"too many connections from your address (at most {limit})",
                 frames.CLOSE_POLICY,
                 {"limit": limit},
             )
-        self._slots[conn] = conn.ip
+        self._slots[conn] = conn.ip_key
         return None
 
     def on_close(self, conn: Connection) -> None:

@@ -41,7 +41,9 @@ class Instance:
         self.instance_id = settings.instance_id
         self.metrics = Metrics()
         self.origins = OriginPolicy(settings.server.allowed_origins)
-        self.client_address = ClientAddress(settings.server.trusted_proxies)
+        self.client_address = ClientAddress(
+            settings.server.trusted_proxies, settings.server.ipv6_prefix
+        )
         self.draining = False
         self.stores: Stores | None = None
         self.hub: Hub | None = None
@@ -178,7 +180,9 @@ class Instance:
         self.dispatcher.use_max_bytes(settings.server.max_queued_bytes)
         self.dispatcher.default_channel = declared.default_channel
         self.origins = OriginPolicy(settings.server.allowed_origins)
-        self.client_address = ClientAddress(settings.server.trusted_proxies)
+        self.client_address = ClientAddress(
+            settings.server.trusted_proxies, settings.server.ipv6_prefix
+        )
         self.app.settings["websocket_max_message_size"] = settings.server.max_message_size
         log.info(
             "configuration reloaded from %s (plugins: %s)",

@@ -9,12 +9,28 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ClientAddress:
-    """Resolves the real client IP of a request behind zero or more trusted proxies."""
+    """Resolves the real client IP of a request behind zero or more trusted proxies, and
+    the address per-IP limits count it by."""
 
-    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+    def __init__(self, trusted_proxies: Iterable[str], ipv6_prefix: int = 64) -> None:
         self.trusted: tuple[Network, ...] = tuple(
             ipaddress.ip_network(p, strict=False) for p in trusted_proxies
         )
+        self.ipv6_prefix = ipv6_prefix
+
+    def limit_key(self, ip: str) -> str:
+        """What per-IP limits count `ip` as: itself, or for IPv6 its network of
+        `ipv6_prefix` bits (a /64 is one subscriber's, with 2^64 addresses to rotate)."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return ip
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return str(address.ipv4_mapped)
+            network = ipaddress.IPv6Network((address, self.ipv6_prefix), strict=False)
+            return str(network)
+        return ip
 
     def _is_trusted(self, address: str) -> bool:
         try:

@@ -25,6 +25,8 @@ class ServerSettings:
     max_queued_bytes: int = setting(1 << 20, ge=1024)
     allowed_origins: tuple[str, ...] = setting([])
     trusted_proxies: tuple[str, ...] = setting([])
+    # Per-IP limits count an IPv6 client by its network of this many bits.
+    ipv6_prefix: int = setting(64, ge=1, le=128)
     shutdown_timeout: float = setting(5.0, gt=0)
     # Seconds a TCP connection has to complete its HTTP request or WebSocket upgrade.
     handshake_timeout: float = setting(10.0, gt=0)

@@ -49,6 +49,7 @@ class Connection:
         "closing",
         "dropped",
         "ip",
+        "ip_key",
         "on_drop",
         "outbox",
         "policy",
@@ -66,9 +67,12 @@ class Connection:
         ip: str,
         query: Mapping[str, str] = NO_QUERY,
         policy: OutboxPolicy | None = None,
+        ip_key: str | None = None,
     ) -> None:
         self.transport = transport
         self.ip = ip
+        # What per-IP limits count this client as (its IPv6 /64, say).
+        self.ip_key = ip_key if ip_key is not None else ip
         # The WebSocket URL's query arguments (the first value of each).
         self.query = query
         self.client_id = secrets.token_hex(8)

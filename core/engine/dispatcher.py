@@ -75,10 +75,10 @@ class Dispatcher:
     # -- open -----------------------------------------------------------------------
 
     async def open(
-        self, transport: Transport, ip: str, query: Mapping[str, str]
+        self, transport: Transport, ip: str, query: Mapping[str, str], ip_key: str | None = None
     ) -> Connection | None:
         """Admit a new WebSocket, or refuse it; returns the admitted connection."""
-        conn = Connection(transport, ip, query, self.policy)
+        conn = Connection(transport, ip, query, self.policy, ip_key)
         conn.on_drop = self._count_drop
         veto = await self.hooks.connect(conn)
         if veto is not None:

@@ -20,9 +20,10 @@ class Keys:
         that listing keys or watching commands (MONITOR, SCAN) shows no token."""
         return f"{self.prefix}session:{hashlib.sha256(token.encode()).hexdigest()}"
 
-    def ratelimit(self, client_id: str) -> str:
-        """Hash of one session's token bucket: tokens, ts."""
-        return f"{self.prefix}ratelimit:{client_id}"
+    def ratelimit(self, group: str, bucket: str = "") -> str:
+        """Hash of one token bucket (tokens, ts): the group's own (an address's), or one
+        of its members' (a session's). The group is the hash tag: one slot for all."""
+        return f"{self.prefix}ratelimit:{{{group}}}" + (f":{bucket}" if bucket else "")
 
     def instances(self) -> str:
         """Sorted set of live instances, scored by when they stop counting (ms)."""

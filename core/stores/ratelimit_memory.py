@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from core.stores.ratelimit import RateLimiter, take_token
+from core.stores.ratelimit import Bucket, RateLimiter, take_tokens
 
 # A full bucket is the same as none: buckets are swept once the table holds this many,
 # or twice as many as the last sweep kept, so it stays within twice the live set.
@@ -23,17 +23,22 @@ class MemoryRateLimiter(RateLimiter):
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take_now(self, key: str, rate: float, burst: int) -> float:
+    def take_now(self, group: str, buckets: Sequence[Bucket]) -> float:
         now = self._clock()
-        tokens, last, _ = self._buckets.get(key, (float(burst), now, now))
-        tokens, retry_after = take_token(tokens, last, now, rate, burst)
-        self._buckets[key] = (tokens, now, now + (burst - tokens) / rate)
-        if len(self._buckets) >= self._sweep_at:
+        keys = [f"{group}:{b.name}" for b in buckets]
+        held = self._buckets
+        levels = [
+            held.get(k, (float(b.burst), now, now))[:2] for k, b in zip(keys, buckets, strict=True)
+        ]
+        left, retry_after = take_tokens(levels, now, buckets)
+        for key, bucket, tokens in zip(keys, buckets, left, strict=True):
+            held[key] = (tokens, now, now + (bucket.burst - tokens) / bucket.rate)
+        if len(held) >= self._sweep_at:
             self._sweep(now)
         return retry_after
 
-    async def take(self, key: str, rate: float, burst: int) -> float:
-        return self.take_now(key, rate, burst)
+    async def take(self, group: str, buckets: Sequence[Bucket]) -> float:
+        return self.take_now(group, buckets)
 
     def _sweep(self, now: float) -> None:
         self._buckets = {k: b for k, b in self._buckets.items() if b[2] > now}

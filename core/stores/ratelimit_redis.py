@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.stores.keys import Keys
-from core.stores.ratelimit import RateLimiter
+from core.stores.ratelimit import Bucket, RateLimiter
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from core.stores.redis_link import LinkDown, RedisLink
 
@@ -16,13 +18,16 @@ class RedisRateLimiter(RateLimiter):
         self.keys = keys
         self.fallback = fallback
 
-    async def take(self, key: str, rate: float, burst: int) -> float:
+    async def take(self, group: str, buckets: Sequence[Bucket]) -> float:
         if self.link.up:
+            args: list[float | int] = []
+            for bucket in buckets:
+                args += [bucket.rate, bucket.burst]
             try:
                 reply = await self.link.script(
-                    "ratelimit", [self.keys.ratelimit(key)], [rate, burst]
+                    "ratelimit", [self.keys.ratelimit(group, b.name) for b in buckets], args
                 )
                 return float(reply)
             except LinkDown:
                 pass
-        return self.fallback.take_now(key, rate, burst)
+        return self.fallback.take_now(group, buckets)

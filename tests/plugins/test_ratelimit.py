@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.stores.ratelimit import take_token
+from core.stores.ratelimit import Bucket, take_token, take_tokens
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from tests.support.ws_client import WsClient
 
@@ -48,21 +48,46 @@ def test_a_clock_going_backwards_does_not_mint_tokens():
 def test_memory_limiter_keeps_one_bucket_per_key_with_an_injected_clock():
     clock = FakeClock()
     limiter = MemoryRateLimiter(clock)
-    assert [limiter.take_now("a", 2, 2) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
-    assert limiter.take_now("b", 2, 2) == 0.0  # another session is not affected
+    assert [limiter.take_now("a", [Bucket("", 2, 2)]) for _ in range(3)] == [
+        0.0,
+        0.0,
+        pytest.approx(0.5),
+    ]
+    assert limiter.take_now("b", [Bucket("", 2, 2)]) == 0.0  # another session is not affected
     clock.now += 0.5
-    assert limiter.take_now("a", 2, 2) == 0.0
+    assert limiter.take_now("a", [Bucket("", 2, 2)]) == 0.0
+
+
+def test_tokens_are_spent_from_every_bucket_or_from_none():
+    buckets = [Bucket("", rate=1, burst=2), Bucket("s", rate=10, burst=10)]
+    left, retry = take_tokens([(2.0, 0.0), (10.0, 0.0)], 0.0, buckets)
+    assert retry == 0.0 and left == [1.0, 9.0]
+    left, retry = take_tokens([(0.0, 0.0), (9.0, 0.0)], 0.5, buckets)
+    assert retry == pytest.approx(0.5) and left == [0.5, 10.0]  # refilled, nothing spent
+
+
+def test_memory_limiter_shares_a_group_bucket_between_its_members():
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(clock)
+    address = Bucket("", 1, 3)  # the address: 3 at once for all its sessions together
+
+    def message(session: str) -> float:
+        return limiter.take_now("10.0.0.1", [address, Bucket(session, 100, 100)])
+
+    assert [message("s1"), message("s2"), message("s3")] == [0.0, 0.0, 0.0]
+    assert message("s4") == pytest.approx(1.0)  # a new session buys nothing
+    assert limiter.take_now("10.0.0.2", [address, Bucket("s5", 100, 100)]) == 0.0
 
 
 def test_memory_limiter_forgets_buckets_that_refilled():
     clock = FakeClock()
     limiter = MemoryRateLimiter(clock)
     for i in range(5000):
-        limiter.take_now(f"k{i}", 10, 10)
+        limiter.take_now(f"k{i}", [Bucket("", 10, 10)])
     clock.now += 10
-    limiter.take_now("trigger", 10, 10)
+    limiter.take_now("trigger", [Bucket("", 10, 10)])
     for i in range(5000):  # the sweep runs when the table is large
-        limiter.take_now(f"again{i}", 10, 10)
+        limiter.take_now(f"again{i}", [Bucket("", 10, 10)])
     assert len(limiter) < 6000
 
 

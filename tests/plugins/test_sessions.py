@@ -63,6 +63,8 @@ async def test_an_unknown_token_silently_starts_a_new_session(servers):
 async def test_an_expired_session_starts_a_new_one(servers):
     server = await servers({"plugins": {"sessions": {"ttl": 0.3}}})
     first = await WsClient.connect(server.port)
+    await first.send("normal", "active")  # so ttl applies, not idle_ttl
+    await first.recv_type("message")
     first.close()
     await connections_settle(server)
     await asyncio.sleep(0.5)  # the point: time passes beyond the 0.3 s ttl
@@ -106,3 +108,35 @@ async def test_memory_sessions_are_bounded_in_number():
     assert len(store) == 100
     assert await store.resume("t0", ttl=3600) is None  # the least recently used went first
     assert await store.resume("t249", ttl=3600) is not None
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_session_that_did_nothing_is_kept_only_idle_ttl(servers):
+    server = await servers({"plugins": {"sessions": {"ttl": 30, "idle_ttl": 0.3}}})
+    idle = await WsClient.connect(server.port)
+    active = await WsClient.connect(server.port)
+    await active.send("normal", "hello")
+    await active.recv_type("message")
+    idle.close()
+    active.close()
+    await connections_settle(server)
+    await asyncio.sleep(0.5)  # the point: past idle_ttl, well within ttl
+    assert (await WsClient.connect(server.port, session=idle.session)).welcome["resumed"] is False
+    again = await WsClient.connect(server.port, session=active.session)
+    assert again.welcome["resumed"] is True
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_address_may_open_only_so_many_new_sessions_a_minute(servers):
+    server = await servers({"plugins": {"sessions": {"max_new_per_ip_per_minute": 3}}})
+    opened = [await WsClient.connect(server.port) for _ in range(3)]
+    refused = await WsClient.connect(server.port, wait_welcome=False)
+    error = await refused.recv()
+    assert error["code"] == "too_many_connections" and "new sessions" in error["message"]
+    assert 15 < error["retry_after"] <= 20  # one more in a twentieth of a minute
+    assert await refused.closed() == 1008
+    # Resuming is not a new session: it is never refused by this limit.
+    opened[0].close()
+    await connections_settle(server, 2)
+    back = await WsClient.connect(server.port, session=opened[0].session)
+    assert back.welcome["resumed"] is True

@@ -19,8 +19,13 @@ def baseline() -> dict[str, Any]:
         "logging": {"level": "warning"},
         "plugins": {
             "throttle": {"enabled": True, "max_connections_per_ip": 1000},
-            "ratelimit": {"enabled": True, "max_messages_per_second": 1000, "burst": 1000},
-            "sessions": {"enabled": True, "ttl": 3600},
+            "ratelimit": {
+                "enabled": True,
+                "max_messages_per_second": 1000,
+                "burst": 1000,
+                "per_ip": {"max_messages_per_second": 100_000, "burst": 100_000},
+            },
+            "sessions": {"enabled": True, "ttl": 3600, "max_new_per_ip_per_minute": 100_000},
             "pubsub": {"enabled": True, "channel": "broadcast"},
             "history": {"enabled": True, "size": 100, "ttl": 300, "replay": 0},
             "heartbeat": {"enabled": True, "timeout": 60, "tiers": [{"interval": 3600}]},

@@ -1,26 +1,34 @@
--- Token bucket, refilled and spent atomically (the arithmetic of take_token in
--- core/stores/ratelimit.py). Time comes from Redis, so instances' clocks do not matter.
--- KEYS[1] bucket hash; ARGV[1] refill rate (tokens/s), ARGV[2] burst (bucket size)
--- Returns "0" when a token was spent, else the seconds until one is available.
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
+-- Token buckets, refilled and spent atomically: one token from every bucket named in
+-- KEYS, or from none (the arithmetic of take_token in core/stores/ratelimit.py). Time
+-- comes from Redis, so instances' clocks do not matter.
+-- KEYS[i] a bucket hash (the keys share a hash tag: one slot on a cluster)
+-- ARGV[2i-1] its refill rate (tokens/s), ARGV[2i] its burst (bucket size)
+-- Returns "0" when every bucket gave a token, else the seconds until all of them can.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(bucket[1])
-local last = tonumber(bucket[2])
-if tokens == nil or last == nil then
-  tokens = burst
-  last = now
+local levels = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local bucket = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(bucket[1])
+  local last = tonumber(bucket[2])
+  if tokens == nil or last == nil then
+    tokens = burst
+    last = now
+  end
+  tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+  if tokens < 1 then wait = math.max(wait, (1 - tokens) / rate) end
+  levels[i] = tokens
 end
-tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
-local retry_after = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  retry_after = (1 - tokens) / rate
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tokens = levels[i]
+  if wait == 0 then tokens = tokens - 1 end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  -- A bucket left alone refills completely; then it is the same as no bucket.
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
--- A bucket left alone refills completely; then it is the same as no bucket.
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
-return tostring(retry_after)
+return tostring(wait)
