@@ -22,6 +22,7 @@ from core.config.loader import load_settings
 from core.config.schema import ConfigError
 from core.config.settings import Settings
 from core.ops.logs import configure_logging
+from core.stores.instance_claim import InstanceIdInUse
 from plugins import REGISTRY
 from relay.instance import Instance
 
@@ -78,6 +79,10 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     stopping.cancel()
     try:
         starting.result()
+    except InstanceIdInUse as error:
+        await instance.abandon()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         log.error(
             "cannot listen on %s:%s: %s",

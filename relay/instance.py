@@ -197,7 +197,7 @@ class Instance:
         redis = self.stores.redis_state if self.stores is not None else None
         if self.draining:
             status = "draining"
-        elif redis == "down":
+        elif redis == "down" or (self.stores is not None and self.stores.split):
             status = "degraded"
         else:
             status = "ok"

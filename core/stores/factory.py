@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from core.stores.broker_redis import RedisBroker
 from core.stores.connections import ConnectionCounter
 from core.stores.connections_memory import MemoryConnectionCounter
 from core.stores.connections_redis import RedisConnectionCounter
+from core.stores.instance_claim import InstanceClaim, InstanceIdInUse
 from core.stores.keys import Keys
 from core.stores.ratelimit import RateLimiter
 from core.stores.ratelimit_memory import MemoryRateLimiter
@@ -24,6 +26,10 @@ from core.stores.sessions_memory import MemorySessionStore
 from core.stores.sessions_redis import RedisSessionStore
 
 log = logging.getLogger("store")
+
+# `backend: auto` on memory: how often Redis is tried again (seconds, doubling).
+AUTO_PROBE_FIRST = 0.5
+AUTO_PROBE_MAX = 10.0
 
 SCRIPTS = (
     "publish",
@@ -60,8 +66,55 @@ class Stores:
         """ "up" / "down" with the redis backend, None with memory."""
         return None
 
+    @property
+    def split(self) -> bool:
+        """True when this instance runs on its own memory although the Redis it was
+        meant to share answers now: its clients and limits are cut off from the rest."""
+        return False
+
     async def close(self) -> None:
         """Release what this instance holds in the store."""
+
+
+class AutoMemoryStores(Stores):
+    """`backend: auto` when Redis did not answer at start-up: the memory store, and a
+    probe that keeps trying Redis, so that an instance that started too early does not
+    stay silently apart from the others (it reports "degraded" once Redis answers)."""
+
+    def __init__(self, link: RedisLink, where: str) -> None:
+        memory = memory_stores()
+        super().__init__(
+            backend="memory",
+            sessions=memory.sessions,
+            rate_limiter=memory.rate_limiter,
+            connections=memory.connections,
+        )
+        self._link = link
+        self._where = where
+        self._found = False
+        self._probe = asyncio.ensure_future(self._keep_trying())
+
+    @property
+    def split(self) -> bool:
+        return self._found
+
+    async def _keep_trying(self) -> None:
+        delay = AUTO_PROBE_FIRST
+        while not await self._link.connect():
+            await asyncio.sleep(delay)
+            delay = min(AUTO_PROBE_MAX, delay * 2)
+        self._found = True
+        await self._link.close()
+        log.warning(
+            "Redis at %s answers now, but this instance started on the memory store: its "
+            "clients and limits are not shared with other instances. Restart it to use "
+            "Redis (or set store.backend: redis, which waits for Redis instead).",
+            self._where,
+        )
+
+    async def close(self) -> None:
+        self._probe.cancel()
+        await self._link.close()
 
 
 def memory_stores() -> Stores:
@@ -85,6 +138,7 @@ class RedisStores(Stores):
     ) -> None:
         self.link = link
         self.keys = keys
+        self.claim = InstanceClaim(link, keys, instance_id)
         self.connection_counter = RedisConnectionCounter(link, keys, instance_id, instance_ttl)
         super().__init__(
             backend="redis",
@@ -102,6 +156,7 @@ class RedisStores(Stores):
 
     async def close(self) -> None:
         await self.connection_counter.close()
+        await self.claim.release()
         await self.link.close()
 
 
@@ -109,21 +164,26 @@ async def open_stores(settings: StoreSettings, instance_id: str, metrics: Metric
     """The stores for `settings.backend`; `auto` picks redis if it answers now."""
     if settings.backend == "memory":
         return memory_stores()
-    link = RedisLink(settings.redis_url, metrics, SCRIPTS)
+    keys = Keys(settings.key_prefix)
+    link = RedisLink(settings.redis_url, metrics, SCRIPTS, keys.probe())
     where = redact(settings.redis_url)
     if await link.connect():
         log.info("using Redis at %s", where)
     elif settings.backend == "auto":
-        await link.close()
         log.warning(
             "Redis at %s does not answer: using the memory store (limits per instance, "
-            "no sharing between instances)",
+            "no sharing between instances); still trying Redis",
             where,
         )
-        return memory_stores()
+        return AutoMemoryStores(link, where)
     else:
         log.warning("Redis at %s does not answer: starting degraded, reconnecting", where)
-    stores = RedisStores(link, Keys(settings.key_prefix), instance_id, settings.instance_ttl)
+    stores = RedisStores(link, keys, instance_id, settings.instance_ttl)
     link.start()
+    try:
+        await stores.claim.claim()
+    except InstanceIdInUse:
+        await link.close()
+        raise
     await stores.connection_counter.start()
     return stores

@@ -29,9 +29,18 @@ class Keys:
         """Sorted set of live instances, scored by when they stop counting (ms)."""
         return f"{self.prefix}instances"
 
+    def instance_claim(self, instance_id: str) -> str:
+        """String held by the one live instance with this id (a random token, expiring
+        seconds after it stops refreshing it)."""
+        return f"{self.prefix}instance:{instance_id}"
+
     def connections(self, instance_id: str) -> str:
         """Hash of one instance's connection count per client IP."""
         return f"{self.prefix}connections:{instance_id}"
+
+    def probe(self) -> str:
+        """A string written with a one-second expiry to check that Redis takes writes."""
+        return f"{self.prefix}probe"
 
     def channel(self, name: str) -> str:
         """Pub/sub channel of broadcasts."""

@@ -3,9 +3,11 @@
 Every command issued during one IOLoop iteration goes out in a single write and its
 replies are read back in order, on one connection: commands of this instance reach
 Redis in the order they were issued (a sender's messages stay in order) and a burst
-costs one round trip. While Redis is unreachable, calls fail at once with `LinkDown`
-(callers fall back to their memory twin) and a background task reconnects with jittered
-exponential backoff, then tells the listeners registered with `on_up`.
+costs one round trip. While Redis is unreachable, or answers but refuses writes (OOM,
+READONLY, MISCONF: the link probes with a small write every second), calls fail at once
+with `LinkDown` (callers fall back to their memory twin) and a background task
+reconnects with jittered exponential backoff, then tells the listeners registered with
+`on_up` (which write back what changed meanwhile).
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import (
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 
 from core.ops.metrics import Metrics
 
@@ -37,7 +45,20 @@ BACKOFF_MAX = 2.0
 
 
 class LinkDown(Exception):
-    """Redis is not reachable right now; use the fallback."""
+    """Redis is not reachable right now, or refuses writes; use the fallback."""
+
+
+# Replies meaning "Redis is up but will not take writes": out of memory under
+# noeviction, a replica, a failed save with stop-writes-on-bgsave-error. For a server
+# that writes on every event they are an outage like Redis being down. (redis-py turns
+# the first two into their own classes, without the code; MISCONF keeps its code.)
+WRITE_REFUSALS = (OutOfMemoryError, ReadOnlyError)
+
+
+def is_write_refusal(error: object) -> bool:
+    return isinstance(error, WRITE_REFUSALS) or (
+        isinstance(error, ResponseError) and str(error).startswith("MISCONF")
+    )
 
 
 @dataclass(frozen=True)
@@ -69,8 +90,16 @@ def redact(url: str) -> str:
 class RedisLink:
     """The command connection to Redis, its auto-pipeline, and its up/down state."""
 
-    def __init__(self, url: str, metrics: Metrics, scripts: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        scripts: Sequence[str] = (),
+        probe_key: str = "relay:probe",
+    ) -> None:
         self.url = url
+        # Written (with a one-second expiry) to tell a Redis that takes writes.
+        self.probe_key = probe_key
         self.metrics = metrics
         self._pool = ConnectionPool.from_url(
             url,
@@ -117,13 +146,16 @@ class RedisLink:
 
     async def connect(self) -> bool:
         """Try once to connect; True if Redis answered."""
+        conn = self._pool.make_connection()
         try:
-            conn = self._pool.make_connection()
             await conn.connect()
-            await self._roundtrip(conn, [("PING",)])
+            (probe,) = await self._roundtrip(conn, [self._probe()])
+            if isinstance(probe, ResponseError):
+                raise probe  # answers, but refuses writes: still down
             await self._load_scripts(conn)
         except (RedisError, OSError, LinkDown) as error:
             log.debug("connect failed: %s", error)
+            await conn.disconnect(nowait=True)
             return False
         self._conn = conn
         self._set_up(True)
@@ -204,12 +236,17 @@ class RedisLink:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(BACKOFF_MAX, delay * 2)
 
+    def _probe(self) -> tuple:
+        return ("SET", self.probe_key, 1, "PX", 1000)
+
     async def _monitor(self) -> None:
         while not self._closed:
             await asyncio.sleep(MONITOR_EVERY)
             if self.up:
                 try:
-                    await self.call("PING")
+                    # A write, not a PING: a Redis that answers but refuses writes
+                    # (OOM, READONLY, MISCONF) is down for this server.
+                    await self.call(*self._probe())
                 except LinkDown:
                     pass  # mark_down already ran
 
@@ -268,6 +305,9 @@ class RedisLink:
             if conn is None:
                 raise LinkDown("no connection")
             replies = await self._roundtrip(conn, [args for args, _ in batch])
+            refusal = next((r for r in replies if is_write_refusal(r)), None)
+            if refusal is not None:
+                raise LinkDown(f"it refuses writes: {refusal}")
             missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
             if missing:
                 # Redis restarted or flushed its scripts: load them and retry those.

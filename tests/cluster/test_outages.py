@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import until, until_async
 from tests.support.ws_client import WsClient
 
@@ -117,6 +118,26 @@ async def test_auto_uses_memory_when_redis_does_not_answer(processes):
     client = await WsClient.connect(server.port)
     await client.send("normal", "works")
     assert (await client.recv_type("message"))["content"] == "works"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_auto_on_memory_reports_degraded_when_redis_appears_instead_of_splitting(
+    processes, tmp_path
+):
+    redis = RedisServer(tmp_path / "late-redis")
+    server = processes({"store": {"backend": "auto", "redis_url": redis.url}})
+    assert server.health()[1]["status"] == "ok"  # no Redis yet: alone, and fine
+    redis.start()
+    try:
+        started = time.monotonic()
+        status, health = await until(
+            lambda: (h := server.health())[1]["status"] == "degraded" and h, timeout=15
+        )
+        assert status == 200 and health["store"] == "memory"
+        assert "answers now, but this instance started on the memory store" in server.log()
+        print(f"auto on memory: degraded {time.monotonic() - started:.1f} s after Redis came")
+    finally:
+        redis.kill()
 
 
 @pytest.mark.gen_test(timeout=30)
