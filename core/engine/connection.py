@@ -43,6 +43,7 @@ class Connection:
         "__weakref__",
         "_drops_since_flush",
         "_flush_pending",
+        "_room",
         "_user",
         "admitted",
         "client_id",
@@ -90,6 +91,7 @@ class Connection:
         self.dropped = 0
         self._drops_since_flush = 0
         self._flush_pending = False
+        self._room = 0  # unsent bytes the queue may still take; set when one is made
         self.closing = False
         self.admitted = False
         self.on_drop: Callable[[Connection, int], None] | None = None
@@ -138,23 +140,35 @@ class Connection:
         outbox = self.outbox
         if outbox is None:
             outbox = self.outbox = Outbox(self.policy)
+            self._room = self.policy.max_bytes - self.transport.buffered()
         dropped = outbox.push(priority, frame)
         if dropped:
             self._dropped(dropped)
-        if outbox.size + self.transport.buffered() > self.policy.max_bytes and not self.closing:
-            # Frames are shared between connections, but what waits for this one is
-            # still memory held for it: past the bound, it is a slow consumer.
-            self.fail(
-                frames.SLOW_CONSUMER,
-                "the connection cannot keep up with its messages",
-                frames.CLOSE_TRY_AGAIN,
-                unsent_bytes=outbox.size + self.transport.buffered(),
-            )
-            if self.on_drop is not None:
-                self.on_drop(self, 0)
+        # Cheap on the hot path: the transport is asked only when the queue alone
+        # passes the room it had left, which the flushes keep up to date.
+        if outbox.size > self._room and self._over_max_bytes():
             return
         if not self._flush_pending and not self.closing:
             self._wait_for_flush()
+
+    def _over_max_bytes(self) -> bool:
+        """Close as a slow consumer if the unsent bytes are over the policy's bound."""
+        buffered = self.transport.buffered()
+        self._room = self.policy.max_bytes - buffered
+        unsent = self.outbox.size + buffered if self.outbox is not None else buffered
+        if unsent <= self.policy.max_bytes or self.closing:
+            return False
+        # Frames are shared between connections, but what waits for this one is
+        # still memory held for it: past the bound, it is a slow consumer.
+        self.fail(
+            frames.SLOW_CONSUMER,
+            "the connection cannot keep up with its messages",
+            frames.CLOSE_TRY_AGAIN,
+            unsent_bytes=unsent,
+        )
+        if self.on_drop is not None:
+            self.on_drop(self, 0)
+        return True
 
     def unsent(self) -> int:
         """Bytes waiting for this client: its queue and what the transport holds."""
@@ -170,6 +184,7 @@ class Connection:
             return
         self._drops_since_flush = 0
         self._pump()
+        self._room = self.policy.max_bytes - self.transport.buffered()
 
     def _pump(self) -> None:
         outbox = self.outbox
