@@ -114,7 +114,9 @@ class RedisBroker(Broker):
         error = future.exception()
         if error is not None:
             if not isinstance(error, LinkDown):
-                log.error("publishing to Redis failed: %s", error)
+                said = self.link.log_limit.allow("publish")
+                if said is not None:
+                    log.error("publishing to Redis failed: %s%s", error, said)
             self._deliver_locally(priority, tail, ts, cls)
             return
         message_id = future.result().decode()
@@ -171,12 +173,15 @@ class RedisBroker(Broker):
             if self._subscription.cancelled():
                 continue  # the link went down; wait for it to come back
             error = self._subscription.exception()
-            log.warning(
-                "subscription to %s at %s lost (%s); resubscribing",
-                self.channel,
-                redact(self.link.url),
-                error,
-            )
+            said = self.link.log_limit.allow("subscription")
+            if said is not None:
+                log.warning(
+                    "subscription to %s at %s lost (%s); resubscribing%s",
+                    self.channel,
+                    redact(self.link.url),
+                    error,
+                    said,
+                )
             await asyncio.sleep(delay)
             delay = min(RESUBSCRIBE_MAX, delay * 2)
 
@@ -247,10 +252,14 @@ class RedisBroker(Broker):
         try:
             obj = json.loads(data)
         except ValueError:
-            log.warning("ignored a message on %s that is not JSON", self.channel)
+            if (said := self.link.log_limit.allow("junk")) is not None:
+                log.warning("ignored a message on %s that is not JSON%s", self.channel, said)
             return
         if not isinstance(obj, dict) or obj.get("type") != "message":
-            log.warning("ignored a message on %s that is not a message frame", self.channel)
+            if (said := self.link.log_limit.allow("junk")) is not None:
+                log.warning(
+                    "ignored a message on %s that is not a message frame%s", self.channel, said
+                )
             return
         message_id = obj.get("id")
         key = parse_id(message_id) if isinstance(message_id, str) else None

@@ -33,6 +33,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from core.ops.log_limit import LogLimit
 from core.ops.metrics import Metrics
 
 log = logging.getLogger("redis")
@@ -123,6 +124,8 @@ class RedisLink:
         self._monitor_task: asyncio.Task | None = None
         self._reconnect_task: asyncio.Task | None = None
         self._closed = False
+        # Down and back, and failures of commands nobody waits for, can repeat quickly.
+        self.log_limit = LogLimit()
 
     @property
     def state(self) -> str:
@@ -212,9 +215,14 @@ class RedisLink:
         """Redis failed us: fall back, and reconnect in the background."""
         if not self.up or self._closed:
             return
-        log.warning(
-            "Redis at %s is down (%s); falling back to this instance", redact(self.url), error
-        )
+        said = self.log_limit.allow("down")
+        if said is not None:
+            log.warning(
+                "Redis at %s is down (%s); falling back to this instance%s",
+                redact(self.url),
+                error,
+                said,
+            )
         self._set_up(False)
         if self._conn is not None:
             self._spawn(self._conn.disconnect())
@@ -226,7 +234,9 @@ class RedisLink:
         while not self._closed and not self.up:
             if await self.connect():
                 self.metrics.redis_reconnects.inc()
-                log.warning("Redis at %s is back", redact(self.url))
+                said = self.log_limit.allow("back")
+                if said is not None:
+                    log.warning("Redis at %s is back%s", redact(self.url), said)
                 for listener in self._on_up:
                     try:
                         await listener()
@@ -276,11 +286,20 @@ class RedisLink:
     def fire(self, *args: Any) -> None:
         """`call` without waiting for the reply; a failure only marks the link down."""
         if self.up:
-            self.call(*args).add_done_callback(_ignore_result)
+            self.call(*args).add_done_callback(self._ignore_result)
 
     def fire_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
         if self.up:
-            self.script(name, keys, args).add_done_callback(_ignore_result)
+            self.script(name, keys, args).add_done_callback(self._ignore_result)
+
+    def _ignore_result(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, LinkDown):
+            said = self.log_limit.allow("fire")
+            if said is not None:
+                log.warning("fire-and-forget Redis command failed: %s%s", error, said)
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
         """Run a registered Lua script with EVALSHA (reloaded if Redis lost it)."""
@@ -341,11 +360,3 @@ class RedisLink:
             self._conn = None
         self._set_up(False)
         await self._pool.disconnect()
-
-
-def _ignore_result(future: asyncio.Future) -> None:
-    if future.cancelled():
-        return
-    error = future.exception()
-    if error is not None and not isinstance(error, LinkDown):
-        log.warning("fire-and-forget Redis command failed: %s", error)
