@@ -84,3 +84,15 @@ async def test_a_redis_refusing_writes_is_an_outage_and_leaks_no_slot(
         f"{len(lines)} log line, 0 tracebacks; after recovery the per-IP count is 3 "
         "(the 3 that left meanwhile released)"
     )
+
+
+def test_every_kind_of_write_refusal_is_recognised():
+    from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+
+    from core.stores.redis_link import is_write_refusal
+
+    assert is_write_refusal(OutOfMemoryError("command not allowed when used memory > ..."))
+    assert is_write_refusal(ReadOnlyError("You can't write against a read only replica."))
+    assert is_write_refusal(ResponseError("MISCONF Redis is configured to save RDB snapshots"))
+    assert not is_write_refusal(ResponseError("WRONGTYPE Operation against a key"))
+    assert not is_write_refusal(ResponseError("NOSCRIPT No matching script"))
