@@ -45,6 +45,8 @@ class Connection:
         "_flush_pending",
         "_room",
         "_user",
+        "_write",
+        "_writing",
         "admitted",
         "client_id",
         "closing",
@@ -71,6 +73,9 @@ class Connection:
         ip_key: str | None = None,
     ) -> None:
         self.transport = transport
+        # The two calls of the hot path, bound once (a fan-out makes one per client).
+        self._writing = transport.writing
+        self._write = transport.write
         self.ip = ip
         # What per-IP limits count this client as (its IPv6 /64, say).
         self.ip_key = ip_key if ip_key is not None else ip
@@ -114,8 +119,8 @@ class Connection:
         """Send one complete WebSocket frame."""
         if self.closing:
             return
-        if not self.outbox and not self.transport.writing():
-            self.transport.write(frame)
+        if not self.outbox and not self._writing():
+            self._write(frame)
         else:
             self._enqueue(priority, frame)
 
@@ -126,8 +131,8 @@ class Connection:
         """Send the hub's batch: `data` is the frames of `entries`, joined."""
         if self.closing:
             return
-        if not self.outbox and not self.transport.writing():
-            self.transport.write(data)
+        if not self.outbox and not self._writing():
+            self._write(data)
         else:
             for entry in entries:
                 self._enqueue(entry.priority, entry.frame)
