@@ -1,9 +1,11 @@
 """History and recovery: recent messages replayed to late joiners and resumed sessions.
 
-Right after the welcome, a new session gets the last `replay` messages; a resumed
-session gets every message it missed while away (up to `size`), oldest first, marked
-`"history": true`, without duplicates and before any new message. Messages older than
-`ttl` seconds are not replayed.
+Each channel (with history in its namespace) a client joins is replayed before its live
+messages: a new subscriber gets the channel's last `replay` messages; one that recovers
+(a resumed session, or `subscribe` with `since`) every message after the id it names (up
+to `size`), oldest first, marked `"history": true`, without duplicates. Messages older
+than `ttl` seconds are not replayed. The plugin provides this as the engine's history
+service.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.config.schema import ConfigError, join, setting
-from core.engine.connection import Connection
 from core.engine.hooks import Plugin
+from core.engine.services import Replay
 from core.stores.broker import LogPolicy
 
 
@@ -39,31 +41,31 @@ class HistoryPlugin(Plugin):
     Settings = HistorySettings
 
     async def on_startup(self) -> None:
-        """Ask the broker to keep `size` messages for `ttl` seconds."""
+        """Ask the broker to keep `size` messages for `ttl` seconds, and provide the
+        history service the engine replays from."""
         self.services.log_policy.provide(LogPolicy(self.settings.size, self.settings.ttl), self)
+        self.services.history.provide(self, self)
 
     def on_reload(self, settings: HistorySettings) -> None:
         """A new size or ttl reaches the broker at once."""
         self.settings = settings
         self.services.log_policy.provide(LogPolicy(settings.size, settings.ttl), self)
 
-    async def on_welcome(self, conn: Connection) -> str | None:
-        """Send what the client missed (resumed) or the latest messages (new); return
-        the id the client has now seen up to."""
+    async def replay(self, channel: str, since: str | None, budget: int) -> Replay:
+        """What a subscriber of `channel` gets first: what came after `since`, or the
+        latest `replay` messages; the newest of them whose frames fit in `budget`."""
         broker = self.services.broker.value
         s = self.settings
-        cursor = conn.resume_from if conn.resumed else None
-        if cursor is not None:
-            entries = await broker.since(cursor, s.size, s.ttl)
+        if since is not None:
+            recovery = await broker.since(channel, since, s.size, s.ttl)
+            entries, recovered = recovery.entries, recovery.complete
         else:
-            entries = await broker.recent(s.replay, s.ttl)
-        frames = newest_within([e.history_frame() for e in entries], conn.policy.max_bytes // 2)
-        for frame in frames:
-            conn.send(frame)
-        entries = entries[len(entries) - len(frames) :]
-        # Live messages held while we read must skip what the replay (or the client,
-        # for a resumed session) has already seen.
-        return entries[-1].id if entries else cursor
+            entries, recovered = await broker.recent(channel, s.replay, s.ttl), None
+        frames = newest_within([e.history_frame() for e in entries], budget)
+        if len(frames) < len(entries):
+            entries = entries[len(entries) - len(frames) :]
+            recovered = False if since is not None else None
+        return Replay(entries, recovered)
 
 
 def newest_within(frames: list[bytes], budget: int) -> list[bytes]:

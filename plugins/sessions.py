@@ -1,9 +1,9 @@
 """Session management: a session per client, resumable with its secret token.
 
 `?session=TOKEN` on the WebSocket URL resumes the session: same client_id, same
-counters, and the connection's `resume_from` (where a replay starts) is the last message
-the session was sent before it left, or `&since=ID` if the client says so itself. An
-unknown or expired token silently starts a new session. The TTL is refreshed on
+counters, and back in the channels it was in, each replayed from the last message it was
+sent there (the engine does the rejoining: `conn.resume`). An unknown or expired token
+silently starts a new session. The TTL is refreshed on
 connect, on every message, on close, and periodically while connected.
 
 Sessions cost Redis memory, so they are not free: an address may open
@@ -26,7 +26,6 @@ from core.engine.message import Message
 from core.stores.ratelimit import Bucket
 from core.stores.sessions import Session
 from core.wire import frames
-from core.wire.ids import parse_id
 
 # How often connected sessions' TTLs are refreshed, at most.
 REFRESH_EVERY = 60.0
@@ -55,7 +54,8 @@ class SessionsPlugin(Plugin):
     def __init__(self, settings: SessionSettings, services) -> None:
         super().__init__(settings, services)
         self._sessions: dict[Connection, Session] = {}  # the session of each admitted one
-        self._sent: set[Connection] = set()  # those that sent a message on this connection
+        # Those that sent a message or subscribed to a channel on this connection.
+        self._sent: set[Connection] = set()
         self._refresher: PeriodicCallback | None = None
 
     async def on_startup(self) -> None:
@@ -88,11 +88,7 @@ class SessionsPlugin(Plugin):
             conn.client_id = session.client_id
             conn.session = session.token
             conn.resumed = True
-            since = conn.query.get("since")
-            if since is not None and parse_id(since) is None:
-                self.log.debug("ignored a malformed since from %s", conn.ip)
-                since = None
-            conn.resume_from = since if since is not None else session.last_message_id
+            conn.resume = dict(session.channels)
         else:
             veto = await self._may_open(conn)
             if veto is not None:
@@ -124,13 +120,18 @@ class SessionsPlugin(Plugin):
             conn.session, int(message.ts * 1000), self.settings.ttl
         )
 
+    def on_subscribe(self, conn: Connection, channel: str) -> None:
+        """A session that subscribes to something has done something: kept `ttl`."""
+        self._sent.add(conn)
+
     async def on_close(self, conn: Connection) -> None:
-        """Remember when the client left and the last message it was sent."""
+        """Remember when the client left, and the channels it was in with the last
+        message it was sent in each."""
         if conn in self._sessions:
             ttl = self._ttl(conn)
             del self._sessions[conn]
             self._sent.discard(conn)
-            await self.services.stores.sessions.leave(conn.session, self.services.hub.last_id, ttl)
+            await self.services.stores.sessions.leave(conn.session, dict(conn.channels), ttl)
 
     def _ttl(self, conn: Connection) -> float:
         """A session that has done something is kept `ttl`; one that never did, `idle_ttl`."""

@@ -17,11 +17,14 @@ import tornado.netutil
 from core.access.client_ip import ClientAddress
 from core.access.origins import OriginPolicy
 from core.config.settings import Settings
+from core.engine.channels import ChannelRules
 from core.engine.dispatcher import Dispatcher
 from core.engine.hookrunner import HookRunner
 from core.engine.hooks import Plugin
 from core.engine.hub import Hub
+from core.engine.presence import Presence
 from core.engine.services import Services
+from core.engine.subscriptions import Subscriptions
 from core.ops.metrics import Metrics
 from core.stores.broker import Broker, LogPolicy
 from core.stores.factory import Stores, open_stores
@@ -52,6 +55,7 @@ class Instance:
         self.http: WebServer | None = None
         self.app = None
         self.services: Services | None = None
+        self.presence: Presence | None = None
         self.plugins: dict[str, Plugin] = {}  # the enabled ones, by their key in config.yaml
         self.port: int | None = None
         self.stopped = asyncio.Event()
@@ -79,21 +83,35 @@ class Instance:
         )
         self.plugins = {name: self._plugin(s, name) for name, _ in s.enabled_plugins()}
         self.hooks = HookRunner(list(self.plugins.values()), self.metrics)
+        self.presence = Presence(
+            self.stores.presence, self.hub, self.instance_id, s.store.instance_ttl
+        )
+        subscriptions = Subscriptions(
+            self.hub,
+            self.presence,
+            ChannelRules.from_settings(s.channels, declared.default_channel),
+            history=lambda: services.history.value,
+            hooks=lambda: self.hooks,
+        )
         self.dispatcher = Dispatcher(
             hub=self.hub,
             hooks=self.hooks,
+            subscriptions=subscriptions,
             classes=declared.classes,
-            default_channel=declared.default_channel,
             instance_id=self.instance_id,
             metrics=self.metrics,
         )
         self.dispatcher.use_max_bytes(s.server.max_queued_bytes)
+        self.metrics.channels.set_function(lambda: len(self.hub.channels()))
+        self.metrics.subscriptions.set_function(self.hub.subscriptions)
+        self.metrics.presence.set_function(lambda: len(self.presence))
         # What features provide reaches the engine through these, and only these.
         services.queue_policy.watch(self.dispatcher.use_policy)
         services.log_policy.watch(self._use_log_policy)
         services.broker.watch(self._use_broker)
         try:
             await self.hooks.startup()
+            self.presence.start()
             self.app = application(self)
             self.http = WebServer(
                 self.app,
@@ -177,8 +195,10 @@ class Instance:
             self.services.withdraw(plugin)
         declared = declarations(settings)
         self.dispatcher.classes = declared.classes
+        self.dispatcher.use_rules(
+            ChannelRules.from_settings(settings.channels, declared.default_channel)
+        )
         self.dispatcher.use_max_bytes(settings.server.max_queued_bytes)
-        self.dispatcher.default_channel = declared.default_channel
         self.origins = OriginPolicy(settings.server.allowed_origins)
         self.client_address = ClientAddress(
             settings.server.trusted_proxies, settings.server.ipv6_prefix
@@ -264,6 +284,8 @@ class Instance:
     async def _release(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.refusals.close()
+        if self.presence is not None:
+            await self.presence.stop()
         if self.hooks is not None:
             await self.hooks.shutdown()
         if self.stores is not None:

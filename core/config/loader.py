@@ -17,7 +17,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.config.schema import ConfigError, build, describe, join, join_key, unknown_key
-from core.config.settings import SECTIONS, Settings
+from core.config.settings import SECTIONS, ChannelsSettings, Settings
 
 EMPTY_FILE = "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)"
 
@@ -38,7 +38,7 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         raise ConfigError("", EMPTY_FILE)
     if not isinstance(data, dict):
         raise ConfigError("", f"expected a mapping at the top level, got {describe(data)}")
-    known = [*SECTIONS, "plugins"]
+    known = [*SECTIONS, "channels", "plugins"]
     for key in data:
         if key not in known:
             raise unknown_key("", key, known)
@@ -72,9 +72,13 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         classes[name] = plugin_cls
     _check_requirements(plugins, classes)
     _check_declarations(plugins, classes)
+    channels = None
+    if "channels" in data:
+        channels = build(ChannelsSettings, data["channels"], "channels")
     return Settings(
         plugins=types.MappingProxyType(plugins),
         plugin_classes=types.MappingProxyType(classes),
+        channels=channels,
         source=source,
         **sections,
     )

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from core.config.schema import ConfigError, describe, join, setting
+from core.config.schema import ConfigError, describe, join, join_key, setting
+from core.wire.channels import DEFAULT_NAMESPACE, is_channel_name, namespace_of
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,50 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class NamespaceSettings:
+    """One namespace under `channels.namespaces`: what its channels do."""
+
+    history: bool = True  # subscribers get recent messages, and recovery on resume
+    presence: bool = False  # join/leave events and presence requests
+    publish: Literal["any", "subscribers", "none"] = "any"  # none: the backend API only
+    personal: bool = False  # NAME:<user> may be subscribed by <user> alone
+
+
+@dataclass(frozen=True)
+class ChannelsSettings:
+    """The `channels:` block: the default channel, the cap, the namespaces."""
+
+    default: str | None = "broadcast"  # every client is in it from its welcome; null: none
+    max_per_connection: int = setting(64, ge=1)
+    namespaces: Mapping[str, NamespaceSettings] = setting(
+        {"default": NamespaceSettings()}, non_empty=True
+    )
+
+    def check(self, path: str) -> None:
+        for name, options in self.namespaces.items():
+            where = join_key(join(path, "namespaces"), name)
+            if not is_channel_name(name) or ":" in name:
+                raise ConfigError(
+                    where, "a namespace is a channel name without ':' (letters, digits, _.@-)"
+                )
+            if options.personal and name == DEFAULT_NAMESPACE:
+                raise ConfigError(
+                    join(where, "personal"), "the default namespace cannot be personal"
+                )
+        if self.default is not None:
+            where = join(path, "default")
+            if not is_channel_name(self.default):
+                raise ConfigError(
+                    where, f"not a channel name ([A-Za-z0-9_.:@-], 1-128): {describe(self.default)}"
+                )
+            namespace = namespace_of(self.default)
+            if namespace not in self.namespaces:
+                raise ConfigError(where, f"its namespace '{namespace}' is not listed in namespaces")
+            if self.namespaces[namespace].personal:
+                raise ConfigError(where, f"its namespace '{namespace}' is personal")
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole validated configuration of one server instance."""
 
@@ -137,6 +182,8 @@ class Settings:
     plugins: Mapping[str, Any]
     # The plugin class of each block, by the same keys.
     plugin_classes: Mapping[str, type]
+    # The `channels:` block; None without one (a v1 file: one default channel).
+    channels: ChannelsSettings | None = None
     source: str = "config.yaml"
 
     def enabled_plugins(self) -> list[tuple[str, Any]]:

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from core.engine.outbox import Outbox, OutboxPolicy
 from core.wire import frames
+from core.wire.frames import SYSTEM_PRIORITY
 
 if TYPE_CHECKING:
     from core.transport import Transport
     from core.wire.entry import Entry
 
-# Frames of the server itself (welcome, history, heartbeats) go ahead of every class.
-SYSTEM_PRIORITY = 1 << 30
 # How much of the outbox is handed to the transport at once: small enough that a frame
 # arriving later with a higher priority can still overtake the rest.
 PUMP_CHUNK = 64 * 1024
@@ -48,16 +47,18 @@ class Connection:
         "_write",
         "_writing",
         "admitted",
+        "channels",
         "client_id",
         "closing",
         "dropped",
         "ip",
         "ip_key",
+        "key",
         "on_drop",
         "outbox",
         "policy",
         "query",
-        "resume_from",
+        "resume",
         "resumed",
         "session",
         "transport",
@@ -70,7 +71,9 @@ class Connection:
         ip: str,
         query: Mapping[str, str] = NO_QUERY,
         policy: OutboxPolicy | None = None,
+        *,
         ip_key: str | None = None,
+        key: str = "",
     ) -> None:
         self.transport = transport
         # The two calls of the hot path, bound once (a fan-out makes one per client).
@@ -79,14 +82,19 @@ class Connection:
         self.ip = ip
         # What per-IP limits count this client as (its IPv6 /64, say).
         self.ip_key = ip_key if ip_key is not None else ip
+        # Unique among every instance's connections ("<instance>/<n>"): presence entries.
+        self.key = key
+        # The channels it is in, in the order it joined them (once it has closed, each
+        # with the last message id it was sent there).
+        self.channels: dict[str, str | None] = {}
         # The WebSocket URL's query arguments (the first value of each).
         self.query = query
         self.client_id = secrets.token_hex(8)
         self.session = secrets.token_urlsafe(32)
         self.resumed = False
-        # For a resumed session: the id of the last message the client had received
-        # before this connection; the replay starts after it.
-        self.resume_from: str | None = None
+        # For a resumed session: the channels it was in, each with the id of the last
+        # message it was sent there (each replay starts after it).
+        self.resume: dict[str, str | None] = {}
         self._user: str | None = None
         # Fields plugins add to the welcome frame during on_connect.
         self.welcome: dict[str, Any] = {}

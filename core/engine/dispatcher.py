@@ -1,9 +1,12 @@
 """What happens to a connection between Tornado's events, in the core's own terms.
 
-open:    Connection -> on_connect hooks (may refuse) -> join the hub (live messages held)
-         -> welcome frame -> on_welcome hooks (history) -> go live
-message: parse + check the frame -> on_message hooks (may veto) -> publish through the hub
-close:   leave the hub -> on_close hooks, in reverse
+open:    Connection -> on_connect hooks (may refuse) -> the hub holds the welcome's
+         channels -> welcome frame -> on_welcome hooks -> each channel catches up
+         (presence, history) and goes live
+message: parse + check the frame -> a command (subscribe, unsubscribe, presence) goes to
+         the subscriptions; a message -> channel rules -> on_message hooks (may veto or
+         replace) -> published on its channel through the hub
+close:   out of the hub and every channel -> presence leaves -> on_close hooks, in reverse
 
 The WebSocket handler calls these and nothing else; the features are in the plugins.
 """
@@ -11,6 +14,7 @@ The WebSocket handler calls these and nothing else; the features are in the plug
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -22,11 +26,12 @@ from core.engine.message import Message
 from core.engine.outbox import OutboxPolicy
 from core.ops.refusals import RefusalLog
 from core.wire import frames
-from core.wire.ids import parse_id
 
 if TYPE_CHECKING:
+    from core.engine.channels import ChannelRules
     from core.engine.hookrunner import HookRunner
     from core.engine.hub import Hub
+    from core.engine.subscriptions import Subscriptions
     from core.ops.metrics import Metrics
     from core.transport import Transport
 
@@ -41,8 +46,8 @@ class Dispatcher:
         *,
         hub: Hub,
         hooks: HookRunner,
+        subscriptions: Subscriptions,
         classes: Mapping[str, int],
-        default_channel: str,
         instance_id: str,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -50,8 +55,8 @@ class Dispatcher:
     ) -> None:
         self.hub = hub
         self.hooks = hooks
+        self.subscriptions = subscriptions
         self.classes = classes
-        self.default_channel = default_channel
         self.instance_id = instance_id
         self.metrics = metrics
         self.clock = clock
@@ -59,8 +64,17 @@ class Dispatcher:
         # One policy object for every connection: a change reaches all of them at once.
         self.policy = OutboxPolicy(ordered=False)
         self._hook_tasks: set[asyncio.Task] = set()
+        self._serial = itertools.count(1)
         self.refusals = RefusalLog(log)
         hub.on_fanout = self._count_fanout
+
+    @property
+    def rules(self) -> ChannelRules:
+        return self.subscriptions.rules
+
+    def use_rules(self, rules: ChannelRules) -> None:
+        """New channel rules (a reload); connections keep the channels they are in."""
+        self.subscriptions.rules = rules
 
     def use_policy(self, policy: OutboxPolicy) -> None:
         """Queue every connection's frames by `policy` from now on (its ordering and
@@ -78,7 +92,8 @@ class Dispatcher:
         self, transport: Transport, ip: str, query: Mapping[str, str], ip_key: str | None = None
     ) -> Connection | None:
         """Admit a new WebSocket, or refuse it; returns the admitted connection."""
-        conn = Connection(transport, ip, query, self.policy, ip_key)
+        key = f"{self.instance_id}/{next(self._serial)}"
+        conn = Connection(transport, ip, query, self.policy, ip_key=ip_key, key=key)
         conn.on_drop = self._count_drop
         veto = await self.hooks.connect(conn)
         if veto is not None:
@@ -92,10 +107,13 @@ class Dispatcher:
         conn.admitted = True
         self.metrics.connections_opened.inc()
         self.metrics.connections.inc()
-        self.hub.join(conn)
+        self.hub.add(conn)
+        channels = self.subscriptions.initial(conn, conn.resume)
+        await self.subscriptions.hold(conn, channels)
         conn.send_json(self._welcome(conn))
-        replayed = await self.hooks.welcome(conn)
-        self.hub.go_live(conn, newest(replayed))
+        await self.hooks.welcome(conn)
+        for channel, since in channels.items():
+            await self.subscriptions.catch_up(conn, channel, since, announce=False)
         return conn
 
     def _welcome(self, conn: Connection) -> dict:
@@ -105,15 +123,17 @@ class Dispatcher:
             "session": conn.session,
             "resumed": conn.resumed,
             "instance": self.instance_id,
+            "user": conn.user,
+            "channels": list(conn.channels),
             "heartbeat": {"interval": None},
             "classes": dict(self.classes),
             **conn.welcome,
         }
 
-    # -- messages -------------------------------------------------------------------
+    # -- frames ---------------------------------------------------------------------
 
     async def message(self, conn: Connection | None, data: str | bytes) -> None:
-        """One frame from the client: check it, run the hooks, broadcast it."""
+        """One frame from the client: a request, or a message to publish."""
         if conn is None or conn.closing:
             return
         try:
@@ -122,24 +142,65 @@ class Dispatcher:
             self.metrics.messages_rejected.labels(error.code).inc()
             conn.send_json(frames.error_payload(error.code, error.message))
             return
+        if isinstance(parsed, frames.ClientCommand):
+            await self._command(conn, parsed)
+            return
+        channel = parsed.channel or self.rules.default
+        if channel is None:
+            self._reject(
+                conn, frames.INVALID_CHANNEL, "there is no default channel: name one", None
+            )
+            return
+        refusal = self.rules.may_publish(channel, channel in conn.channels)
+        if refusal is not None:
+            self._reject(conn, *refusal, channel)
+            return
         message = Message(
             parsed.cls,
             self.classes[parsed.cls],
             parsed.content,
             conn.client_id,
             self.wall(),
-            self.default_channel,
+            channel,
         )
         outcome = await self.hooks.message(conn, message)
         if isinstance(outcome, Veto):
             self._refuse_message(conn, outcome)
             return
+        if outcome.channel != channel:  # a plugin redirected it: the rules apply there too
+            refusal = self.rules.may_publish(outcome.channel, outcome.channel in conn.channels)
+            if refusal is not None:
+                self._reject(conn, *refusal, outcome.channel)
+                return
         priority = self.classes.get(outcome.cls, outcome.priority)
         self.metrics.messages_in.labels(outcome.cls).inc()
+        self.metrics.messages_published.labels(self.rules.namespace_name(outcome.channel)).inc()
         tail = frames.message_tail(
-            outcome.sender, outcome.cls, priority, outcome.content, outcome.ts
+            outcome.sender,
+            outcome.cls,
+            priority,
+            outcome.content,
+            outcome.ts,
+            channel=outcome.channel,
+            user=conn.user,
         )
-        self.hub.publish(priority, tail, outcome.ts, outcome.cls)
+        self.hub.publish(outcome.channel, priority, tail, outcome.ts, outcome.cls)
+
+    async def _command(self, conn: Connection, command: frames.ClientCommand) -> None:
+        subscriptions = self.subscriptions
+        if command.kind == frames.SUBSCRIBE:
+            await subscriptions.subscribe(conn, command.channel, command.since)
+        elif command.kind == frames.UNSUBSCRIBE:
+            await subscriptions.unsubscribe(conn, command.channel)
+        elif command.kind == frames.PRESENCE:
+            await subscriptions.list_presence(conn, command.channel)
+        else:  # refresh: only with a plugin that checks tokens
+            self._reject(conn, frames.INVALID_MESSAGE, "this server takes no tokens", None)
+
+    def _reject(self, conn: Connection, code: str, message: str, channel: str | None) -> None:
+        self.metrics.messages_rejected.labels(code).inc()
+        extra = {"channel": channel} if channel is not None else {}
+        conn.send_json(frames.error_payload(code, message, **extra))
 
     def _refuse_message(self, conn: Connection, veto: Veto) -> None:
         if veto.code is not None:
@@ -157,13 +218,17 @@ class Dispatcher:
     # -- close ----------------------------------------------------------------------
 
     def close(self, conn: Connection | None) -> None:
-        """The connection ended: leave the hub now, run the close hooks in the background."""
+        """The connection ended: leave the hub now, the rest in the background."""
         if conn is None or not conn.admitted:
             return
         conn.admitted = False
-        self.hub.leave(conn)
+        channels = self.hub.remove(conn)
         self.metrics.connections.dec()
-        self._background(self.hooks.close(conn))
+        self._background(self._closed(conn, channels))
+
+    async def _closed(self, conn: Connection, channels: list[str]) -> None:
+        await self.subscriptions.closed(conn, channels)
+        await self.hooks.close(conn)
 
     def _background(self, hooks: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(hooks)
@@ -185,6 +250,8 @@ class Dispatcher:
         metrics = self.metrics
         metrics.fanout_batches.inc()
         for entry in batch:
+            if entry.origin is not None:
+                continue  # a presence event
             metrics.messages_out.labels(entry.cls or "unknown").inc(recipients)
             if entry.ts:
                 metrics.delivery_latency.observe(max(0.0, now - entry.ts))
@@ -199,9 +266,3 @@ class Dispatcher:
                 conn.ip,
                 conn.dropped,
             )
-
-
-def newest(ids: list[str]) -> str | None:
-    """The newest ordered id of `ids` (None if none is ordered)."""
-    keyed = [(key, i) for i in ids if (key := parse_id(i)) is not None]
-    return max(keyed)[1] if keyed else None

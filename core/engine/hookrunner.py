@@ -125,9 +125,19 @@ class HookRunner:
         await self._multicall(HOOKS["on_close"], before, [conn], conn)
         return veto
 
-    async def welcome(self, conn: Connection) -> list[str]:
-        """on_welcome in order; the message ids the hooks say they replayed."""
-        return await self._run("on_welcome", conn, conn=conn)
+    async def welcome(self, conn: Connection) -> None:
+        """on_welcome in order."""
+        await self._run("on_welcome", conn, conn=conn)
+
+    async def subscribe(self, conn: Connection, channel: str) -> Veto | None:
+        """on_subscribe in order; the first veto (or raise) refuses."""
+        spec = HOOKS["on_subscribe"]
+        impls = self._impls["on_subscribe"]
+        veto, by = await self._multicall(spec, impls, [conn, channel], conn)
+        if veto is not None and not isinstance(veto, Veto):
+            self._failed(by, "on_subscribe", conn)
+            return spec.on_error  # type: ignore[return-value]
+        return veto
 
     async def message(self, conn: Connection, message: Message) -> Veto | Message:
         """on_message in order: a Veto, or the message to broadcast (maybe replaced)."""

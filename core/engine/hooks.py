@@ -15,6 +15,7 @@ on_startup()           once, before the server listens              file order
 on_connect(conn)       a WebSocket was accepted; before the welcome file order
 on_welcome(conn)       the welcome was sent; before live messages   file order
 on_message(c, m)       a valid client message, before broadcast     file order
+on_subscribe(c, ch)    a client asks to subscribe to a channel      file order
 on_pong(conn, data)    the client answered a WebSocket ping         file order
 on_close(conn)         the connection ended (or was refused later)  reverse file order
 on_shutdown()          once, while the server stops                 reverse file order
@@ -28,8 +29,8 @@ Results:
   set). The remaining on_connect hooks do not run, and ``on_close`` runs, in reverse
   order, for exactly the plugins before the refusing one, so what they took they give
   back.
-- ``on_welcome`` may return the id of the newest message it sent the client (a history
-  replay): live messages up to that id, held while the hooks ran, are not sent again.
+- ``on_subscribe`` returns a `Veto` to refuse the subscription (the first veto wins): the
+  client gets the veto's error frame; the connection stays.
 - ``on_message`` returns a `Veto` to stop the message: it is not broadcast, the sender
   gets the veto's error frame (none if ``code`` is None: a silent drop) and stays
   connected unless ``close_code`` is set; later on_message hooks do not run. It may
@@ -41,8 +42,8 @@ A hook that raises is logged with its plugin's name, counted in
 ``ws_hook_errors_total{plugin,hook}``, and costs only what it was handling:
 
 - on_connect: that connection is refused (``internal_error``, 1011), as by a veto.
-- on_welcome: the other on_welcome hooks still run and the connection goes live; what
-  the raising hook would have sent (a replay) is not sent.
+- on_welcome: the other on_welcome hooks still run and the connection goes live.
+- on_subscribe: that subscription is refused (``internal_error``, connection kept).
 - on_message: that message is dropped (``internal_error`` to the sender, who stays).
 - on_pong, on_close, on_shutdown, on_reload: the hooks after it still run.
 - on_startup: start-up stops (the plugins that had started are shut down again).
@@ -94,6 +95,7 @@ CONNECT_FAILED = Veto(
     frames.INTERNAL_ERROR, "the server could not accept the connection", frames.CLOSE_INTERNAL
 )
 MESSAGE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the message")
+SUBSCRIBE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the subscription")
 
 # What a raising implementation means: RAISE propagates; CONTINUE logs and runs the
 # next one; a Veto logs and ends the call with that veto as its result.
@@ -129,6 +131,9 @@ HOOKS: Mapping[str, HookSpec] = MappingProxyType(
                 replaces=1,
                 replacement=Message,
                 on_error=MESSAGE_FAILED,
+            ),
+            HookSpec(
+                "on_subscribe", ("conn", "channel"), firstresult=True, on_error=SUBSCRIBE_FAILED
             ),
             HookSpec("on_pong", ("conn", "data")),
             HookSpec("on_close", ("conn",), reverse=True),
@@ -216,17 +221,18 @@ class Plugin:
     async def on_connect(self, conn: Connection) -> Veto | None:
         """A WebSocket was accepted. Return a Veto to refuse it.
 
-        May set the connection's identity (client_id, session, resumed, resume_from,
+        May set the connection's identity (client_id, session, resumed, resume,
         user) and its `welcome` fields.
         """
 
-    async def on_welcome(self, conn: Connection) -> str | None:
-        """The welcome frame was sent; live messages are held until this returns.
+    async def on_welcome(self, conn: Connection) -> None:
+        """The welcome frame was sent; live messages are held until this returns, so
+        frames sent here reach the client before any live message."""
 
-        Frames sent here (a history replay) reach the client before any live message.
-        Return the id of the newest message sent, so that held live messages the
-        replay already covered are not sent twice.
-        """
+    async def on_subscribe(self, conn: Connection, channel: str) -> Veto | None:
+        """`conn` asks to subscribe to `channel` (a valid name it may subscribe to). Return
+        a Veto to refuse. Not called for the channels a connection is in from its
+        welcome (the default one, its personal ones, a resumed session's)."""
 
     async def on_message(self, conn: Connection, message: Message) -> Veto | Message | None:
         """A valid message from `conn`, before it is broadcast. Return a Veto to stop it,

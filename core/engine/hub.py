@@ -1,11 +1,16 @@
-"""The hub: this instance's connections and the fan-out of every message to them.
+"""The hub: this instance's connections, the channels they are in, and the fan-out of
+every message to its channel's subscribers.
 
 Messages reach the hub from the broker (locally, or through Redis). The hub gathers the
-entries delivered during one IOLoop iteration into a batch and, once per batch, joins
-their frames and writes the result to each connection: one `send` per client however
-many messages arrived together. A connection that is still catching up on history is
-"joining": its live entries are held and handed over, without the ones its replay
-already covered, when it goes live.
+entries delivered during one IOLoop iteration into a batch and, once per batch and
+channel, joins their frames and writes the result to each subscriber of that channel:
+one `send` per client and channel however many messages arrived together. A message
+costs work for its channel's subscribers here, not for every connection.
+
+A connection that is still catching up on a channel's history is "joining" it: its live
+entries of that channel are held and handed over, without the ones its replay already
+covered, when it goes live. The broker listens to a channel in Redis only while the hub
+has a subscriber in it (`subscribe` for the first, `unsubscribe` after the last).
 """
 
 from __future__ import annotations
@@ -27,60 +32,128 @@ if TYPE_CHECKING:
 log = logging.getLogger("server")
 
 
+class Room:
+    """One channel's subscribers on this instance."""
+
+    __slots__ = ("joining", "last_id", "ready")
+
+    def __init__(self) -> None:
+        self.ready: dict[Connection, None] = {}
+        self.joining: dict[Connection, list[Entry]] = {}
+        self.last_id: str | None = None  # the newest ordered id fanned out here
+
+    def __len__(self) -> int:
+        return len(self.ready) + len(self.joining)
+
+
 class Hub:
-    """The local registry of connections and the batched fan-out to them."""
+    """The local registry of connections and channels, and the batched fan-out."""
 
     def __init__(self, broker: Broker) -> None:
-        self._ready: dict[Connection, None] = {}
-        self._joining: dict[Connection, list[Entry]] = {}
+        self._connections: dict[Connection, None] = {}
+        self._rooms: dict[str, Room] = {}
         self._batch: list[Entry] = []
         self._flush_scheduled = False
-        self.last_id: str | None = None  # the newest ordered id fanned out here
         self.on_fanout: Callable[[list[Entry], int], None] | None = None
         self.broker = broker
         broker.attach(self.deliver)
 
     def use_broker(self, broker: Broker) -> None:
-        """Route publishing through `broker` from now on (the broker slot changed)."""
+        """Route publishing through `broker` from now on (the broker slot changed); it
+        listens to the channels that have subscribers here."""
         self.broker = broker
         broker.attach(self.deliver)
+        for channel in self._rooms:
+            broker.want(channel)
 
     def __len__(self) -> int:
-        return len(self._ready) + len(self._joining)
+        return len(self._connections)
 
     def connections(self) -> Iterator[Connection]:
-        yield from list(self._ready)
-        yield from list(self._joining)
+        yield from list(self._connections)
+
+    def channels(self) -> list[str]:
+        """The channels with a subscriber here."""
+        return list(self._rooms)
+
+    def subscribers(self, channel: str) -> int:
+        room = self._rooms.get(channel)
+        return len(room) if room is not None else 0
+
+    def subscriptions(self) -> int:
+        return sum(len(room) for room in self._rooms.values())
+
+    def last_id(self, channel: str) -> str | None:
+        """The newest ordered id of `channel` fanned out here."""
+        room = self._rooms.get(channel)
+        return room.last_id if room is not None else None
 
     # -- membership -----------------------------------------------------------------
 
-    def join(self, conn: Connection) -> None:
-        """Start collecting live messages for `conn`, held until `go_live`."""
-        self._joining[conn] = []
+    def add(self, conn: Connection) -> None:
+        """An admitted connection: it counts, and gets server frames (heartbeats)."""
+        self._connections[conn] = None
 
-    def go_live(self, conn: Connection, replayed_through: str | None = None) -> None:
-        """Hand `conn` what arrived while it joined (minus what its replay covered)."""
-        held = self._joining.pop(conn, None)
+    def remove(self, conn: Connection) -> list[str]:
+        """The connection is gone: out of every channel. Returns the channels it was in;
+        `conn.channels` keeps them, each with the last id fanned out in it here (where a
+        resumed session picks up)."""
+        self._connections.pop(conn, None)
+        channels = list(conn.channels)
+        for channel in channels:
+            conn.channels[channel] = self.last_id(channel)
+            self._drop(conn, channel)
+        return channels
+
+    async def join(self, conn: Connection, channel: str) -> None:
+        """Start collecting `channel`'s live messages for `conn`, held until `go_live`;
+        returns once the broker delivers that channel here."""
+        room = self._rooms.get(channel)
+        if room is None:
+            room = self._rooms[channel] = Room()
+        room.joining[conn] = []
+        conn.channels[channel] = None
+        await self.broker.subscribe(channel)
+
+    def go_live(self, conn: Connection, channel: str, replayed_through: str | None = None) -> None:
+        """Hand `conn` what arrived on `channel` while it joined (minus what its replay
+        covered); from now on it gets the channel's messages as they come."""
+        room = self._rooms.get(channel)
+        held = room.joining.pop(conn, None) if room is not None else None
         if held is None:
             return  # it left while joining
         if replayed_through is not None and (cutoff := parse_id(replayed_through)):
             held = [e for e in held if e.key is None or e.key > cutoff]
+        held = [e for e in held if e.origin is None or e.origin != conn.key]
         if held:
             conn.send_batch(b"".join(e.frame for e in held), held)
-        self._ready[conn] = None
+        room.ready[conn] = None
 
-    def leave(self, conn: Connection) -> None:
-        self._ready.pop(conn, None)
-        self._joining.pop(conn, None)
+    def leave(self, conn: Connection, channel: str) -> bool:
+        """`conn` leaves `channel`; False if it was not in it."""
+        conn.channels.pop(channel, None)
+        return self._drop(conn, channel)
+
+    def _drop(self, conn: Connection, channel: str) -> bool:
+        room = self._rooms.get(channel)
+        if room is None:
+            return False
+        was_in = conn in room.ready or conn in room.joining
+        room.ready.pop(conn, None)
+        room.joining.pop(conn, None)
+        if not room:
+            del self._rooms[channel]
+            self.broker.unsubscribe(channel)
+        return was_in
 
     # -- messages -------------------------------------------------------------------
 
-    def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
-        """Send a message to every client of every instance the broker reaches."""
-        self.broker.publish(priority, tail, ts, cls)
+    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
+        """Send a message to `channel`'s subscribers on every instance the broker reaches."""
+        self.broker.publish(channel, priority, tail, ts, cls)
 
     def deliver(self, entry: Entry) -> None:
-        """Take one ordered entry from the broker; fan-out happens once per loop turn."""
+        """Take one entry from the broker; fan-out happens once per loop turn."""
         self._batch.append(entry)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -91,32 +164,54 @@ class Hub:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        if len(batch) == 1 or all(e.channel == batch[0].channel for e in batch):
+            self._fan_out(batch[0].channel, batch)
+            return
+        by_channel: dict[str, list[Entry]] = {}
+        for entry in batch:
+            by_channel.setdefault(entry.channel, []).append(entry)
+        for channel, entries in by_channel.items():
+            self._fan_out(channel, entries)
+
+    def _fan_out(self, channel: str, batch: list[Entry]) -> None:
+        room = self._rooms.get(channel)
+        if room is None:
+            return
+        # Presence events are not sent to the connection they are about.
+        origins = {e.origin for e in batch if e.origin is not None}
         data = batch[0].frame if len(batch) == 1 else b"".join(e.frame for e in batch)
-        ready = tuple(self._ready)
+        ready = tuple(room.ready)
         for conn in ready:
-            try:  # free in the common case (3.11 zero-cost try)
-                conn.send_batch(data, batch)
-            except Exception:
-                # One broken connection must not starve the others of this batch.
-                log.exception("fan-out to %r failed; closing it", conn)
-                self.leave(conn)
-                conn.fail(
-                    INTERNAL_ERROR,
-                    "the server could not deliver to this connection",
-                    CLOSE_INTERNAL,
-                )
-        for held in self._joining.values():
+            if origins and conn.key in origins:
+                # Not told about itself: the rest of the batch, without that event.
+                own = [e for e in batch if e.origin != conn.key]
+                if own:
+                    self._send(conn, b"".join(e.frame for e in own), own)
+                continue
+            self._send(conn, data, batch)
+        for held in room.joining.values():
             held.extend(batch)
         for entry in reversed(batch):
             if entry.key is not None:
-                self.last_id = entry.id
+                room.last_id = entry.id
                 break
         if self.on_fanout is not None:
             self.on_fanout(batch, len(ready))
 
+    def _send(self, conn: Connection, data: bytes, batch: list[Entry]) -> None:
+        try:  # free in the common case (3.11 zero-cost try)
+            conn.send_batch(data, batch)
+        except Exception:
+            # One broken connection must not starve the others of this batch.
+            log.exception("fan-out to %r failed; closing it", conn)
+            self.remove(conn)
+            conn.fail(
+                INTERNAL_ERROR, "the server could not deliver to this connection", CLOSE_INTERNAL
+            )
+
     def send_to_all(self, frame: bytes, priority: int) -> int:
-        """Send one server frame (a heartbeat) to every live connection."""
-        ready = tuple(self._ready)
-        for conn in ready:
+        """Send one server frame (a heartbeat) to every connection."""
+        everyone = tuple(self._connections)
+        for conn in everyone:
             conn.send(frame, priority)
-        return len(ready)
+        return len(everyone)

@@ -2,17 +2,17 @@
 
 `Services` carries the instance's shared pieces (hub, stores, metrics, clocks). Its
 slots are what the engine asks of features rather than reading their settings: the
-outbound queue policy (provided by `priority`), the message log policy (`history`) and
-the broker (`pubsub`). A slot has a default, at most one provider at a time, and
-listeners that the composition root wires to the engine. When a reload retires a
-plugin, everything it provided is withdrawn and the defaults come back.
+outbound queue policy (provided by `priority`), the message log policy and the history
+service (`history`), and the broker (`pubsub`). A slot has a default, at most one
+provider at a time, and listeners that the composition root wires to the engine. When a
+reload retires a plugin, everything it provided is withdrawn and the defaults come back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from core.engine.outbox import OutboxPolicy
 
@@ -22,8 +22,26 @@ if TYPE_CHECKING:
     from core.ops.metrics import Metrics
     from core.stores.broker import Broker, LogPolicy
     from core.stores.factory import Stores
+    from core.wire.entry import Entry
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a subscriber gets before live messages: past messages, oldest first, and,
+    when it asked to recover from an id, whether they reach back to it."""
+
+    entries: list[Entry]
+    recovered: bool | None = None
+
+
+class History(Protocol):
+    """The history service (the `history` plugin provides it)."""
+
+    async def replay(self, channel: str, since: str | None, budget: int) -> Replay:
+        """`channel`'s messages after `since` (or its latest ones without it), whose
+        frames take at most `budget` bytes together."""
 
 
 class Slot(Generic[T]):
@@ -81,12 +99,13 @@ class Services:
         default_factory=lambda: Slot("the message log policy", None)
     )
     broker: Slot[Broker] = field(init=False)
+    history: Slot[History | None] = field(default_factory=lambda: Slot("the history service", None))
 
     def __post_init__(self) -> None:
         self.broker = Slot("the broker", self.hub.broker)
 
     def slots(self) -> Iterator[Slot]:
-        yield from (self.queue_policy, self.log_policy, self.broker)
+        yield from (self.queue_policy, self.log_policy, self.broker, self.history)
 
     def withdraw(self, owner: object) -> None:
         """Everything `owner` provides goes back to its default."""

@@ -58,6 +58,31 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self.messages_published = Counter(
+            "messages_published",
+            "Messages accepted and published, by channel namespace",
+            ["namespace"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.channels = Gauge(
+            "channels",
+            "Channels with a subscriber on this instance (each one Redis subscription)",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "subscriptions",
+            "Subscriptions of this instance's connections, over all channels",
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self.presence = Gauge(
+            "presence_members",
+            "This instance's connections present in presence channels, over all channels",
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self.messages_rejected = Counter(
             "messages_rejected",
             "Client frames answered with an error",

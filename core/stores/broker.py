@@ -1,10 +1,15 @@
-"""The broker: orders published messages, keeps the recent ones, hands them to the hub.
+"""The broker: orders published messages per channel, keeps the recent ones, and hands
+them to the hub.
 
-A broker gives each message an id (`core.wire.ids`). Two implementations:
+A broker gives each message an id (`core.wire.ids`), in its channel's order. It delivers
+the messages of the channels this instance has subscribers in (`subscribe` on the
+first, `unsubscribe` after the last), and presence events published on them. Two
+implementations:
 
 - `core.stores.broker_memory.MemoryBroker`: one process; delivery is a local call.
-- `core.stores.broker_redis.RedisBroker`: XADD + PUBLISH in one Lua call, one
-  subscription per instance, gap recovery from the stream after a reconnect.
+- `core.stores.broker_redis.RedisBroker`: XADD + PUBLISH in one Lua call per message,
+  a subscription per channel with local subscribers, gap recovery from the channel's
+  stream after a reconnect.
 """
 
 from __future__ import annotations
@@ -18,10 +23,19 @@ from core.wire.entry import Entry
 
 @dataclass(frozen=True)
 class LogPolicy:
-    """How many recent messages a broker keeps, and for how long (seconds)."""
+    """How many recent messages a broker keeps per channel, and for how long (seconds)."""
 
     size: int
     ttl: float
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a channel's log still has after a cursor: the messages, and whether it
+    reaches back to the cursor (False: some were dropped from the log meanwhile)."""
+
+    entries: list[Entry]
+    complete: bool
 
 
 Deliver = Callable[[Entry], None]
@@ -43,22 +57,37 @@ class Broker(abc.ABC):
     async def stop(self) -> None:
         """Stop delivering and release what the broker holds."""
 
+    def want(self, channel: str) -> None:
+        """Start listening to `channel` (without waiting for it to take effect)."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Deliver `channel`'s messages from now on (returns once that holds)."""
+        self.want(channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop delivering `channel`'s messages (nobody here listens any more)."""
+
     @abc.abstractmethod
-    def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
+    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
         """Order and distribute a message. Never blocks; never raises on store errors."""
 
     @abc.abstractmethod
-    async def recent(self, count: int, max_age: float) -> list[Entry]:
-        """The last `count` messages no older than `max_age` seconds, oldest first."""
+    def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:
+        """Distribute a presence event to `channel`'s subscribers everywhere, among its
+        messages (not kept). `origin` is the connection it is about."""
 
     @abc.abstractmethod
-    async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
-        """Messages after id `cursor` (at most the last `limit`), oldest first."""
+    async def recent(self, channel: str, count: int, max_age: float) -> list[Entry]:
+        """The last `count` messages of `channel` no older than `max_age` s, oldest first."""
+
+    @abc.abstractmethod
+    async def since(self, channel: str, cursor: str, limit: int, max_age: float) -> Recovery:
+        """`channel`'s messages after id `cursor` (at most the last `limit`), oldest first."""
 
     @abc.abstractmethod
     def set_log(self, policy: LogPolicy | None) -> None:
-        """Keep `policy.size` recent messages for `policy.ttl` seconds from now on
-        (None: no history is wanted; the broker keeps only what it needs itself)."""
+        """Keep `policy.size` recent messages per channel for `policy.ttl` seconds from
+        now on (None: no history is wanted; the broker keeps only what it needs)."""
 
     @property
     def distributed(self) -> bool:

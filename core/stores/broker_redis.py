@@ -1,11 +1,16 @@
 """The Redis broker: ordering by XADD, delivery by pub/sub, recovery from the stream.
 
-Publishing is one Lua call (`publish.lua`): XADD to the history stream (which gives the
-message its id and keeps it for replay), then PUBLISH of the complete frame JSON on the
-channel. Every instance, the publisher included, delivers what its single subscription
-receives, so all instances see one order and nothing is delivered twice. The subscriber
-remembers the last id it delivered; after any reconnect it reads what it missed from
-the stream (XRANGE) and then skips live messages the recovery already covered.
+Each channel has a stream (`{prefix}history:{<channel>}`, its recent messages) and a
+pub/sub channel (`{prefix}{<channel>}`); the braces are a hash tag, so both live in one
+slot of a Redis Cluster. Publishing is one Lua call (`publish.lua`): XADD to the stream
+(which gives the message its id and keeps it for replay), then PUBLISH of the complete
+frame JSON. An instance subscribes (on one connection) only to the channels it has
+subscribers in: on the first one's arrival, and unsubscribes after the last one's
+departure. Every instance, the publisher included, delivers what its subscription
+receives, so all instances see one order per channel and nothing is delivered twice.
+For each channel the subscriber remembers the last id it delivered; after any reconnect
+it reads what it missed from the stream (XRANGE) and skips live messages the recovery
+already covered.
 
 While Redis is unreachable, messages are delivered to this instance's clients at once,
 with ids of the form ``L<ms>-<seq>`` that take no part in ordering or history. A message
@@ -23,12 +28,14 @@ import math
 import time
 from collections.abc import Callable
 
+from hiredis import pack_command
 from redis.exceptions import RedisError
 
-from core.stores.broker import Broker, LogPolicy
+from core.stores.broker import Broker, LogPolicy, Recovery
 from core.stores.keys import Keys
 from core.stores.redis_link import COMMAND_TIMEOUT, LinkDown, RedisLink, redact
 from core.wire.entry import Entry
+from core.wire.frames import event_payload, split_event
 from core.wire.ids import IdClock, parse_id
 
 log = logging.getLogger("pubsub")
@@ -37,7 +44,7 @@ log = logging.getLogger("pubsub")
 # from it what it missed while reconnecting.
 RECOVERY_LOG = LogPolicy(size=1000, ttl=60.0)
 RESUBSCRIBE_FIRST = 0.05
-UNECHOED_MAX = 10_000  # own messages awaiting their echo; older ones are given up
+UNECHOED_MAX = 10_000  # own messages awaiting their echo, per channel; older are given up
 RESUBSCRIBE_MAX = 2.0
 
 
@@ -45,36 +52,57 @@ def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+class _Channel:
+    """What the broker keeps for one channel this instance has subscribers in."""
+
+    __slots__ = (
+        "confirmed",
+        "early",
+        "history_key",
+        "last_key",
+        "name",
+        "pubsub",
+        "recent",
+        "unechoed",
+    )
+
+    def __init__(self, name: str, keys: Keys) -> None:
+        self.name = name
+        self.history_key = keys.history(name)
+        self.pubsub = keys.channel(name)
+        self.last_key: tuple[int, int] | None = None  # the newest id delivered
+        # The latest messages delivered, by id, oldest first: replays are served from them.
+        self.recent: dict[str, Entry] = {}
+        # Own messages Redis accepted whose echo has not come back yet, in publish order.
+        self.unechoed: dict[str, Entry] = {}
+        # Ids delivered locally because their echo was lost: skipped if they turn up.
+        self.early: dict[str, tuple[int, int] | None] = {}
+        self.confirmed: asyncio.Future | None = None  # the SUBSCRIBE's reply
+
+
 class RedisBroker(Broker):
-    """Orders messages in a Redis stream and fans them out through one subscription."""
+    """Orders messages in Redis streams and fans them out through one subscription
+    connection, subscribed to the channels that have local subscribers."""
 
     def __init__(
         self,
         link: RedisLink,
         keys: Keys,
-        channel: str,
         policy: LogPolicy | None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.link = link
-        self.history_key = keys.history(channel)
-        self.channel = keys.channel(channel)
-        # The latest messages delivered, by id, oldest first: replays are served from them.
-        self._recent: dict[str, Entry] = {}
+        self.keys = keys
+        self._channels: dict[str, _Channel] = {}
+        self._by_pubsub: dict[bytes, _Channel] = {}
         self.set_log(policy)
         self.wall = wall
         self._local_ids = IdClock(wall)
-        self._last_key: tuple[int, int] | None = None
         self._runner: asyncio.Task | None = None
         self._subscription: asyncio.Task | None = None
-        self._subscribed = asyncio.Event()
+        self._conn = None  # the subscriber connection, while it is subscribed
         self._stopped = False
-        # Own messages Redis accepted whose echo has not come back yet, in publish order.
-        self._unechoed: dict[str, Entry] = {}
-        # Ids delivered locally because their echo was lost: skipped if they turn up.
-        self._early: dict[str, tuple[int, int] | None] = {}
-
         link.on_down(self._on_link_down)
 
     def set_log(self, policy: LogPolicy | None) -> None:
@@ -83,9 +111,9 @@ class RedisBroker(Broker):
         policy = policy or RECOVERY_LOG
         self.size = policy.size
         self.ttl_ms = int(policy.ttl * 1000)
-        recent = self._recent
-        while len(recent) > self._hold:
-            del recent[next(iter(recent))]
+        for state in self._channels.values():
+            while len(state.recent) > self._hold:
+                del state.recent[next(iter(state.recent))]
 
     @property
     def distributed(self) -> bool:
@@ -93,70 +121,137 @@ class RedisBroker(Broker):
 
     @property
     def subscribed(self) -> bool:
-        return self._subscribed.is_set()
+        return self._conn is not None
+
+    def subscriptions(self) -> list[str]:
+        """The channels this instance listens to in Redis."""
+        return list(self._channels)
 
     # -- publishing -----------------------------------------------------------------
 
-    def publish(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
+    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
         if not self.link.up:
-            self._deliver_locally(priority, tail, ts, cls)
+            self._deliver_locally(channel, priority, tail, ts, cls)
             return
         future = self.link.script(
             "publish",
-            [self.history_key, self.channel],
+            [self.keys.history(channel), self.keys.channel(channel)],
             [tail, priority, cls, self.size, self.ttl_ms],
         )
-        future.add_done_callback(lambda f: self._published(f, priority, tail, ts, cls))
+        message = (channel, priority, tail, ts, cls)
+        future.add_done_callback(lambda f: self._published(f, message))
 
-    def _published(
-        self, future: asyncio.Future, priority: int, tail: bytes, ts: float, cls: str
-    ) -> None:
+    def _published(self, future: asyncio.Future, message: tuple) -> None:
+        channel, priority, tail, ts, cls = message
         error = future.exception()
         if error is not None:
             if not isinstance(error, LinkDown):
                 said = self.link.log_limit.allow("publish")
                 if said is not None:
                     log.error("publishing to Redis failed: %s%s", error, said)
-            self._deliver_locally(priority, tail, ts, cls)
+            self._deliver_locally(channel, priority, tail, ts, cls)
             return
+        state = self._channels.get(channel)
+        if state is None:
+            return  # nobody here listens: its echo is not awaited
         message_id = future.result().decode()
         key = parse_id(message_id)
-        if key is not None and self._last_key is not None and key <= self._last_key:
+        if key is not None and state.last_key is not None and key <= state.last_key:
             return  # its echo came back before the reply did
         # It comes back through the subscription; until then, remember it.
-        self._unechoed[message_id] = Entry.from_tail(message_id, priority, tail, ts, cls)
-        if len(self._unechoed) > UNECHOED_MAX:
-            del self._unechoed[next(iter(self._unechoed))]
+        entry = Entry.from_tail(message_id, priority, tail, ts, kind=cls, channel=channel)
+        state.unechoed[message_id] = entry
+        if len(state.unechoed) > UNECHOED_MAX:
+            del state.unechoed[next(iter(state.unechoed))]
         if not self.subscribed:
-            self._release_unechoed()
+            self._release_unechoed(state)
 
-    def _release_unechoed(self) -> None:
+    def _release_unechoed(self, state: _Channel) -> None:
         """The subscription is gone: deliver own messages whose echo it took with it."""
-        if not self._unechoed:
+        if not state.unechoed:
             return
-        pending, self._unechoed = self._unechoed, {}
+        pending, state.unechoed = state.unechoed, {}
         for message_id, entry in pending.items():
-            self._early[message_id] = entry.key
+            state.early[message_id] = entry.key
             if self._deliver is not None:
                 self._deliver(entry)
-        while len(self._early) > UNECHOED_MAX:
-            del self._early[next(iter(self._early))]
+        while len(state.early) > UNECHOED_MAX:
+            del state.early[next(iter(state.early))]
 
-    def _deliver_locally(self, priority: int, tail: bytes, ts: float, cls: str) -> None:
-        if self._deliver is not None:
+    def _deliver_locally(
+        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+    ) -> None:
+        if self._deliver is not None and channel in self._channels:
             local_id = "L" + self._local_ids.next()
-            self._deliver(Entry.from_tail(local_id, priority, tail, ts, cls))
+            entry = Entry.from_tail(local_id, priority, tail, ts, kind=cls, channel=channel)
+            self._deliver(entry)
+
+    def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:
+        if self.link.up:
+            payload = event_payload(origin, frame_json)
+            future = self.link.call("PUBLISH", self.keys.channel(channel), payload)
+            future.add_done_callback(
+                lambda f: self._event_published(f, channel, origin, frame_json)
+            )
+        else:
+            self._deliver_event(channel, origin, frame_json)
+
+    def _event_published(
+        self, future: asyncio.Future, channel: str, origin: str, frame_json: bytes
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._deliver_event(channel, origin, frame_json)
+
+    def _deliver_event(self, channel: str, origin: str, frame_json: bytes) -> None:
+        if self._deliver is not None and channel in self._channels:
+            self._deliver(Entry.event(channel, origin, frame_json))
 
     # -- subscribing ----------------------------------------------------------------
 
     async def start(self) -> None:
         self._runner = asyncio.ensure_future(self._run())
-        if self.link.up:
-            # Messages published right after start-up must not be missed here.
-            try:
-                await asyncio.wait_for(self._subscribed.wait(), COMMAND_TIMEOUT)
-            except TimeoutError:
-                log.warning("subscribing to %s is taking long; continuing", self.channel)
+
+    def want(self, channel: str) -> _Channel:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel(channel, self.keys)
+            self._by_pubsub[state.pubsub.encode()] = state
+            state.confirmed = asyncio.get_running_loop().create_future()
+            if self._conn is not None:
+                task = asyncio.ensure_future(self._command("SUBSCRIBE", state.pubsub))
+                task.add_done_callback(_ignore)
+        return state
+
+    async def subscribe(self, channel: str) -> None:
+        state = self.want(channel)
+        if not self.link.up or state.confirmed is None or state.confirmed.done():
+            return
+        # Messages published once this returns must reach here: wait for the reply.
+        try:
+            await asyncio.wait_for(asyncio.shield(state.confirmed), COMMAND_TIMEOUT)
+        except TimeoutError:
+            log.warning("subscribing to %s is taking long; continuing", state.pubsub)
+
+    def unsubscribe(self, channel: str) -> None:
+        state = self._channels.pop(channel, None)
+        if state is None:
+            return
+        del self._by_pubsub[state.pubsub.encode()]
+        if state.confirmed is not None and not state.confirmed.done():
+            state.confirmed.cancel()
+        if self._conn is not None:
+            task = asyncio.ensure_future(self._command("UNSUBSCRIBE", state.pubsub))
+            task.add_done_callback(_ignore)
+
+    async def _command(self, *args: str) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            await conn.send_packed_command(pack_command(args), check_health=False)
+        except (RedisError, OSError) as error:
+            # The read loop sees the same connection fail, and resubscribes everything.
+            log.debug("%s on the subscriber failed: %s", args[0], error)
 
     async def _run(self) -> None:
         delay = RESUBSCRIBE_FIRST
@@ -164,10 +259,11 @@ class RedisBroker(Broker):
             await self.link.wait_up()
             self._subscription = asyncio.ensure_future(self._subscribe())
             await asyncio.wait([self._subscription])
-            if self._subscribed.is_set():
+            if self._conn is not None:
                 delay = RESUBSCRIBE_FIRST  # it worked for a while: retry quickly
-            self._subscribed.clear()
-            self._release_unechoed()
+            self._conn = None
+            for state in list(self._channels.values()):
+                self._release_unechoed(state)
             if self._stopped:
                 return
             if self._subscription.cancelled():
@@ -176,8 +272,7 @@ class RedisBroker(Broker):
             said = self.link.log_limit.allow("subscription")
             if said is not None:
                 log.warning(
-                    "subscription to %s at %s lost (%s); resubscribing%s",
-                    self.channel,
+                    "subscription at %s lost (%s); resubscribing%s",
                     redact(self.link.url),
                     error,
                     said,
@@ -189,76 +284,117 @@ class RedisBroker(Broker):
         # A hung Redis would leave the subscriber blocked on its read forever.
         if self._subscription is not None and not self._subscription.done():
             self._subscription.cancel()
-        self._release_unechoed()
+        for state in list(self._channels.values()):
+            self._release_unechoed(state)
 
     async def _subscribe(self) -> None:
         conn = self.link.new_connection()
         try:
             await conn.connect()
-            await conn.send_command("SUBSCRIBE", self.channel, check_health=False)
-            reply = await conn.read_response(timeout=COMMAND_TIMEOUT)
-            if reply is None:
-                raise LinkDown("no reply to SUBSCRIBE")
-            self._subscribed.set()
-            await self._recover()
+            wanted = list(self._channels.values())
+            for state in wanted:
+                if state.confirmed is None or state.confirmed.done():
+                    state.confirmed = asyncio.get_running_loop().create_future()
+            early: list = []  # live messages that came with the replies: after recovery
+            if wanted:
+                names = [state.pubsub for state in wanted]
+                await conn.send_packed_command(pack_command(("SUBSCRIBE", *names)))
+                confirmed = 0
+                while confirmed < len(wanted):
+                    reply = await conn.read_response(timeout=COMMAND_TIMEOUT)
+                    if reply is None:
+                        raise LinkDown("no reply to SUBSCRIBE")
+                    if reply[0] == b"subscribe":
+                        confirmed += 1
+                        self._on_reply(reply)
+                    else:
+                        early.append(reply)
+            self._conn = conn
+            gone = [s.pubsub for s in wanted if self._channels.get(s.name) is not s]
+            if gone:  # unsubscribed while this connection was being set up
+                await conn.send_packed_command(pack_command(("UNSUBSCRIBE", *gone)))
+            await self._recover(wanted)
+            for reply in early:
+                self._on_reply(reply)
             read = conn.read_response
-            on_message = self._on_message
+            on_reply = self._on_reply
             while True:
-                reply = await read(timeout=math.inf)
-                if reply[0] == b"message":
-                    on_message(reply[2])
+                on_reply(await read(timeout=math.inf))
         except (RedisError, OSError) as error:
             raise LinkDown(str(error)) from error
         finally:
+            self._conn = None
             await conn.disconnect(nowait=True)
 
-    async def _recover(self) -> None:
+    def _on_reply(self, reply: list) -> None:
+        kind = reply[0]
+        if kind == b"message":
+            state = self._by_pubsub.get(reply[1])
+            if state is not None:
+                self._on_message(state, reply[2])
+        elif kind == b"subscribe":
+            state = self._by_pubsub.get(reply[1])
+            if state is not None and state.confirmed is not None and not state.confirmed.done():
+                state.confirmed.set_result(None)
+
+    async def _recover(self, channels: list[_Channel]) -> None:
         """Deliver what was published while this instance was not subscribed."""
-        if self._last_key is None:
+        behind = [s for s in channels if s.last_key is not None]
+        if not behind:
             return
-        ms, seq = self._last_key
+        calls = []
+        for s in behind:
+            after = f"({s.last_key[0]}-{s.last_key[1]}"
+            calls.append(self.link.call("XRANGE", s.history_key, after, "+", "COUNT", self.size))
         try:
-            reply = await self.link.call(
-                "XRANGE", self.history_key, f"({ms}-{seq}", "+", "COUNT", self.size
-            )
+            replies = await asyncio.gather(*calls)
         except LinkDown:
             return
-        if reply:
-            log.info("recovered %d messages published while unsubscribed", len(reply))
-        for raw_id, flat in reply:
-            self._accept(self._entry(raw_id, flat))
-        # What was delivered early and is now behind the cursor cannot come back.
-        last = self._last_key
-        if last is not None:
-            self._early = {i: k for i, k in self._early.items() if k is None or k > last}
+        recovered = 0
+        for state, reply in zip(behind, replies, strict=True):
+            if self._channels.get(state.name) is not state:
+                continue  # unsubscribed meanwhile
+            for raw_id, flat in reply:
+                self._accept(state, self._entry(state.name, raw_id, flat))
+                recovered += 1
+            # What was delivered early and is now behind the cursor cannot come back.
+            last = state.last_key
+            if last is not None:
+                state.early = {i: k for i, k in state.early.items() if k is None or k > last}
+        if recovered:
+            log.info("recovered %d messages published while unsubscribed", recovered)
 
-    def _accept(self, entry: Entry) -> None:
+    def _accept(self, state: _Channel, entry: Entry) -> None:
         """Deliver an ordered entry from the subscription or a recovery, once."""
         key = entry.key
         if key is not None:
-            if self._last_key is not None and key <= self._last_key:
+            if state.last_key is not None and key <= state.last_key:
                 return  # already delivered by a recovery
-            self._last_key = key
-        self._unechoed.pop(entry.id, None)
-        if key is not None:
-            self._remember(entry)
-        if entry.id in self._early:
-            del self._early[entry.id]
+            state.last_key = key
+            self._remember(state, entry)
+        state.unechoed.pop(entry.id, None)
+        if entry.id in state.early:
+            del state.early[entry.id]
             return  # delivered locally when its echo was lost
         if self._deliver is not None:
             self._deliver(entry)
 
-    def _on_message(self, data: bytes) -> None:
+    def _on_message(self, state: _Channel, data: bytes) -> None:
+        event = split_event(data)
+        if event is not None:
+            if self._deliver is not None:
+                self._deliver(Entry.event(state.name, event[0], event[1]))
+            return
         try:
             obj = json.loads(data)
         except ValueError:
             if (said := self.link.log_limit.allow("junk")) is not None:
-                log.warning("ignored a message on %s that is not JSON%s", self.channel, said)
+                log.warning("ignored a message on %s that is not JSON%s", state.pubsub, said)
             return
         if not isinstance(obj, dict) or obj.get("type") != "message":
             if (said := self.link.log_limit.allow("junk")) is not None:
                 log.warning(
-                    "ignored a message on %s that is not a message frame%s", self.channel, said
+                    "ignored a message on %s that is not a message frame%s", state.pubsub, said
                 )
             return
         message_id = obj.get("id")
@@ -274,14 +410,16 @@ class RedisBroker(Broker):
             ts if isinstance(ts, (int, float)) else 0.0,
             str(obj.get("class", "")),
             key=key,
+            channel=state.name,
         )
-        self._accept(entry)
+        self._accept(state, entry)
 
     # -- history --------------------------------------------------------------------
 
-    def _entry(self, raw_id: bytes, flat: list[bytes]) -> Entry:
+    def _entry(self, channel: str, raw_id: bytes, flat: list[bytes]) -> Entry:
         message_id = raw_id.decode()
-        known = self._recent.get(message_id)
+        state = self._channels.get(channel)
+        known = state.recent.get(message_id) if state is not None else None
         if known is not None:
             return known  # one copy of a message, however many replays include it
         fields = _fields(flat)
@@ -291,14 +429,15 @@ class RedisBroker(Broker):
             int(fields.get(b"p", 0)),
             fields.get(b"t", b"}"),
             ms / 1000,
-            fields.get(b"c", b"").decode(),
+            kind=fields.get(b"c", b"").decode(),
+            channel=channel,
         )
 
-    def _remember(self, entry: Entry) -> None:
+    def _remember(self, state: _Channel, entry: Entry) -> None:
         """Hold the latest entries delivered, in order and without a gap (the
         subscription and its recoveries deliver every message once, in order), so that
         replays are served from them: one copy of a message for every replay."""
-        recent = self._recent
+        recent = state.recent
         recent[entry.id] = entry
         while len(recent) > self._hold:
             del recent[next(iter(recent))]
@@ -306,41 +445,52 @@ class RedisBroker(Broker):
     def _oldest_ms(self, max_age: float) -> int:
         return max(0, int((self.wall() - max_age) * 1000))
 
-    async def recent(self, count: int, max_age: float) -> list[Entry]:
+    async def recent(self, channel: str, count: int, max_age: float) -> list[Entry]:
         if count <= 0:
             return []
         oldest_ms = self._oldest_ms(max_age)
-        held = self._recent
-        if len(held) >= count:  # the latest `count` are all here: no round trip, no copy
-            return [e for e in list(held.values())[-count:] if e.key[0] >= oldest_ms]
+        state = self._channels.get(channel)
+        if state is not None and len(state.recent) >= count:
+            # The latest `count` are all here: no round trip, no copy.
+            return [e for e in list(state.recent.values())[-count:] if e.key[0] >= oldest_ms]
         if not self.link.up:
             return []
         try:
             reply = await self.link.call(
-                "XREVRANGE", self.history_key, "+", f"{oldest_ms}-0", "COUNT", count
+                "XREVRANGE", self.keys.history(channel), "+", f"{oldest_ms}-0", "COUNT", count
             )
         except LinkDown:
             return []
-        return [self._entry(raw_id, flat) for raw_id, flat in reversed(reply)]
+        return [self._entry(channel, raw_id, flat) for raw_id, flat in reversed(reply)]
 
-    async def since(self, cursor: str, limit: int, max_age: float) -> list[Entry]:
+    async def since(self, channel: str, cursor: str, limit: int, max_age: float) -> Recovery:
         key = parse_id(cursor)
         if key is None or limit <= 0:
-            return []
+            return Recovery([], False)
         oldest = (self._oldest_ms(max_age), 0)
-        held = self._recent
-        if held and (len(held) >= self.size or key >= next(iter(held.values())).key):
-            # What is held is every message from its first on, and when it holds `size`
-            # it is all the stream keeps: no round trip, no copy.
-            return [e for e in held.values() if e.key > key and e.key >= oldest][-limit:]
+        state = self._channels.get(channel)
+        held = state.recent if state is not None else {}
+        if held:
+            first = next(iter(held.values())).key
+            if key >= first or len(held) >= self.size:
+                # What is held is every message from its first on, and when it holds
+                # `size` it is all the stream keeps: no round trip, no copy.
+                after = [e for e in held.values() if e.key > key and e.key >= oldest]
+                return Recovery(after[-limit:], first <= key and len(after) <= limit)
         if not self.link.up:
-            return []
+            return Recovery([], False)
         start = f"({key[0]}-{key[1]}" if key >= oldest else f"{oldest[0]}-0"
+        stream = self.keys.history(channel)
         try:
-            reply = await self.link.call("XRANGE", self.history_key, start, "+", "COUNT", limit)
+            reply, first = await asyncio.gather(
+                self.link.call("XRANGE", stream, start, "+", "COUNT", limit + 1),
+                self.link.call("XRANGE", stream, "-", "+", "COUNT", 1),
+            )
         except LinkDown:
-            return []
-        return [self._entry(raw_id, flat) for raw_id, flat in reply]
+            return Recovery([], False)
+        entries = [self._entry(channel, raw_id, flat) for raw_id, flat in reply]
+        reaches = bool(first) and parse_id(first[0][0].decode()) <= key and key >= oldest
+        return Recovery(entries[-limit:], reaches and len(entries) <= limit)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -353,3 +503,8 @@ class RedisBroker(Broker):
                     await task
                 except (asyncio.CancelledError, LinkDown):
                     pass
+
+
+def _ignore(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()

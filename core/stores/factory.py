@@ -17,6 +17,9 @@ from core.stores.connections_memory import MemoryConnectionCounter
 from core.stores.connections_redis import RedisConnectionCounter
 from core.stores.instance_claim import InstanceClaim, InstanceIdInUse
 from core.stores.keys import Keys
+from core.stores.presence import PresenceStore
+from core.stores.presence_memory import MemoryPresence
+from core.stores.presence_redis import RedisPresence
 from core.stores.ratelimit import RateLimiter
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from core.stores.ratelimit_redis import RedisRateLimiter
@@ -41,6 +44,9 @@ SCRIPTS = (
     "session_resume",
     "session_message",
     "session_leave",
+    "presence_add",
+    "presence_members",
+    "presence_expire",
 )
 
 
@@ -52,13 +58,14 @@ class Stores:
     sessions: SessionStore
     rate_limiter: RateLimiter
     connections: ConnectionCounter
+    presence: PresenceStore
 
     def local_broker(self) -> Broker:
         """The broker for this instance alone (it keeps what the log policy asks)."""
         return MemoryBroker(None)
 
-    def shared_broker(self, channel: str) -> Broker | None:
-        """A broker reaching every instance on `channel`; None with the memory backend."""
+    def shared_broker(self) -> Broker | None:
+        """A broker reaching every instance; None with the memory backend."""
         return None
 
     @property
@@ -88,6 +95,7 @@ class AutoMemoryStores(Stores):
             sessions=memory.sessions,
             rate_limiter=memory.rate_limiter,
             connections=memory.connections,
+            presence=memory.presence,
         )
         self._link = link
         self._where = where
@@ -123,6 +131,7 @@ def memory_stores() -> Stores:
         sessions=MemorySessionStore(time.time),
         rate_limiter=MemoryRateLimiter(time.monotonic),
         connections=MemoryConnectionCounter(),
+        presence=MemoryPresence(time.monotonic),
     )
 
 
@@ -145,10 +154,11 @@ class RedisStores(Stores):
             sessions=RedisSessionStore(link, keys, MemorySessionStore(time.time), time.time),
             rate_limiter=RedisRateLimiter(link, keys, MemoryRateLimiter(time.monotonic)),
             connections=self.connection_counter,
+            presence=RedisPresence(link, keys, MemoryPresence(time.monotonic)),
         )
 
-    def shared_broker(self, channel: str) -> Broker | None:
-        return RedisBroker(self.link, self.keys, channel, None)
+    def shared_broker(self) -> Broker | None:
+        return RedisBroker(self.link, self.keys, None)
 
     @property
     def redis_state(self) -> str | None:

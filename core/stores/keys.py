@@ -16,8 +16,9 @@ class Keys:
 
     def session(self, token: str) -> str:
         """Hash of one session: clientId, messageCount, lastMessageTimestamp (ms),
-        createdAt (ms), lastSeen (ms), lastMessageId. Named by the token's SHA-256, so
-        that listing keys or watching commands (MONITOR, SCAN) shows no token."""
+        createdAt (ms), lastSeen (ms), channels (JSON: channel -> last id sent). Named
+        by the token's SHA-256, so that listing keys or watching commands (MONITOR,
+        SCAN) shows no token."""
         return f"{self.prefix}session:{hashlib.sha256(token.encode()).hexdigest()}"
 
     def ratelimit(self, group: str, bucket: str = "") -> str:
@@ -43,9 +44,15 @@ class Keys:
         return f"{self.prefix}probe"
 
     def channel(self, name: str) -> str:
-        """Pub/sub channel of broadcasts."""
-        return f"{self.prefix}{name}"
+        """Pub/sub channel of channel `name`'s messages and presence events. The braces
+        are a hash tag: with its stream and presence, one slot of a Redis Cluster."""
+        return f"{self.prefix}{{{name}}}"
 
     def history(self, name: str) -> str:
-        """Stream of recent broadcasts on channel `name` (history and gap recovery)."""
-        return f"{self.prefix}history:{name}"
+        """Stream of channel `name`'s recent messages (history and gap recovery)."""
+        return f"{self.prefix}history:{{{name}}}"
+
+    def presence(self, name: str) -> str:
+        """Sorted set of channel `name`'s present connections, scored by when each stops
+        counting (ms) unless its instance refreshes it."""
+        return f"{self.prefix}presence:{{{name}}}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -16,7 +16,8 @@ class Session:
     last_message_ts: int = 0  # epoch milliseconds of the last accepted message
     created_at: float = 0.0  # epoch seconds
     last_seen: float = 0.0  # epoch seconds
-    last_message_id: str | None = None  # the last broadcast delivered before it left
+    # The channels it was in when it left, each with the last message id it was sent.
+    channels: dict[str, str | None] = field(default_factory=dict)
 
 
 class SessionStore(abc.ABC):
@@ -35,7 +36,7 @@ class SessionStore(abc.ABC):
         """Count one accepted message. Fire-and-forget: never blocks the sender."""
 
     @abc.abstractmethod
-    async def leave(self, token: str, last_message_id: str | None, ttl: float) -> None:
+    async def leave(self, token: str, channels: dict[str, str | None], ttl: float) -> None:
         """The client disconnected: note when, and the last message it was sent."""
 
     async def refresh(self, tokens: list[str], ttl: float) -> None:

@@ -67,12 +67,11 @@ class MemorySessionStore(SessionStore):
             session.last_seen = ts_ms / 1000
             self._put(session, ttl)
 
-    async def leave(self, token: str, last_message_id: str | None, ttl: float) -> None:
+    async def leave(self, token: str, channels: dict[str, str | None], ttl: float) -> None:
         session = self._get(token)
         if session is not None:
             session.last_seen = self._wall()
-            if last_message_id is not None:
-                session.last_message_id = last_message_id
+            session.channels = dict(channels)
             self._put(session, ttl)
 
     async def refresh(self, tokens: list[str], ttl: float) -> None:

@@ -11,6 +11,7 @@ write per second, not one per message.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 
@@ -26,13 +27,28 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def _channels(raw: bytes | None) -> dict[str, str | None]:
+    """The `channels` field: channel -> last message id, JSON (anything else: none)."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(c): i if isinstance(i, str) else None for c, i in value.items() if isinstance(c, str)
+    }
+
+
 def session_from_hash(token: str, fields: dict[bytes, bytes]) -> Session | None:
     """A Session from the hash's fields; None if it lacks a clientId."""
     get = fields.get
     client_id = get(b"clientId")
     if not client_id:
         return None
-    last_id = get(b"lastMessageId")
+    channels = _channels(get(b"channels"))
     return Session(
         token=token,
         client_id=client_id.decode(),
@@ -40,7 +56,7 @@ def session_from_hash(token: str, fields: dict[bytes, bytes]) -> Session | None:
         last_message_ts=int(get(b"lastMessageTimestamp", 0)),
         created_at=int(get(b"createdAt", 0)) / 1000,
         last_seen=int(get(b"lastSeen", 0)) / 1000,
-        last_message_id=last_id.decode() if last_id else None,
+        channels=channels,
     )
 
 
@@ -117,18 +133,18 @@ class RedisSessionStore(SessionStore):
                 "session_message", [self.keys.session(token)], [_ms(ttl), ts_ms, count]
             )
 
-    async def leave(self, token: str, last_message_id: str | None, ttl: float) -> None:
+    async def leave(self, token: str, channels: dict[str, str | None], ttl: float) -> None:
         count, ts_ms, _ = self._uncounted.pop(token, (0, 0, ttl))
         if self.link.up:
             try:
                 await self.link.script(
                     "session_leave",
                     [self.keys.session(token)],
-                    [_ms(ttl), _ms(self.wall()), last_message_id or "", count, ts_ms],
+                    [_ms(ttl), _ms(self.wall()), json.dumps(channels), count, ts_ms],
                 )
             except LinkDown:
                 pass
-        await self.fallback.leave(token, last_message_id, ttl)
+        await self.fallback.leave(token, channels, ttl)
 
     async def refresh(self, tokens: list[str], ttl: float) -> None:
         if self.link.up:

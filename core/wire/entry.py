@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.wire.frames import message_payload, text_frame
+from core.wire.frames import SYSTEM_PRIORITY, message_payload, text_frame
 from core.wire.ids import parse_id
 
 
@@ -13,7 +13,18 @@ class Entry:
     the history log and by slow clients' queues costs its size once.
     """
 
-    __slots__ = ("_history", "_start", "cls", "frame", "id", "key", "priority", "ts")
+    __slots__ = (
+        "_history",
+        "_start",
+        "channel",
+        "cls",
+        "frame",
+        "id",
+        "key",
+        "origin",
+        "priority",
+        "ts",
+    )
 
     def __init__(
         self,
@@ -24,14 +35,19 @@ class Entry:
         cls: str = "",
         *,
         key: tuple[int, int] | None = None,
+        channel: str = "",
+        origin: str | None = None,
     ) -> None:
         self.id = id
+        self.channel = channel
+        # For a presence event: the connection it is about, which is not sent it.
+        self.origin = origin
         self.priority = priority
         self.frame = text_frame(payload)
         self._start = len(self.frame) - len(payload)
         self.ts = ts  # wall-clock seconds when the sender's instance received it
         self.cls = cls  # the message class, for per-class metrics
-        self.key = key if key is not None else parse_id(id)
+        self.key = key if key is not None or origin is not None else parse_id(id)
         self._history: bytes | None = None
 
     def __repr__(self) -> str:
@@ -49,9 +65,22 @@ class Entry:
 
     @classmethod
     def from_tail(
-        cls, message_id: str, priority: int, tail: bytes, ts: float, kind: str = ""
+        cls,
+        message_id: str,
+        priority: int,
+        tail: bytes,
+        ts: float,
+        *,
+        kind: str = "",
+        channel: str = "",
     ) -> Entry:
-        return cls(message_id, priority, message_payload(message_id, tail), ts, kind)
+        payload = message_payload(message_id, tail)
+        return cls(message_id, priority, payload, ts, kind, channel=channel)
+
+    @classmethod
+    def event(cls, channel: str, origin: str, frame_json: bytes) -> Entry:
+        """A presence event (join, leave): no id, no place in history."""
+        return cls("", SYSTEM_PRIORITY, frame_json, channel=channel, origin=origin, key=None)
 
     def history_frame(self) -> bytes:
         """The same message marked `"history": true`, for a replay: built once, then

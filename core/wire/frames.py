@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from core.wire.channels import is_channel_name
+
 # Error codes of the contract's `error` frame.
 TOO_MANY_CONNECTIONS = "too_many_connections"
 RATE_LIMITED = "rate_limited"
@@ -20,6 +22,19 @@ INVALID_JSON = "invalid_json"
 INVALID_MESSAGE = "invalid_message"
 SLOW_CONSUMER = "slow_consumer"
 INTERNAL_ERROR = "internal_error"
+INVALID_CHANNEL = "invalid_channel"
+TOO_MANY_CHANNELS = "too_many_channels"
+NOT_SUBSCRIBED = "not_subscribed"
+FORBIDDEN = "forbidden"
+UNAUTHORIZED = "unauthorized"
+
+# Client frame types that are not message classes (a class of one of these names is a
+# configuration error).
+SUBSCRIBE = "subscribe"
+UNSUBSCRIBE = "unsubscribe"
+PRESENCE = "presence"
+REFRESH = "refresh"
+COMMANDS = frozenset({SUBSCRIBE, UNSUBSCRIBE, PRESENCE, REFRESH})
 
 # Close codes of the contract.
 CLOSE_GOING_AWAY = 1001
@@ -35,6 +50,10 @@ def ping_frame(payload: bytes = b"") -> bytes:
     """A WebSocket ping carrying `payload` (at most 125 bytes); the pong echoes it."""
     return bytes((0x89, len(payload))) + payload
 
+
+# Frames of the server itself (welcome, history, heartbeats, presence events) go ahead
+# of every message class in a connection's queue.
+SYSTEM_PRIORITY = 1 << 30
 
 # The message classes a client may send, and their priorities (higher goes first),
 # unless `plugins.priority.classes` says otherwise.
@@ -54,13 +73,27 @@ class FrameError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ClientMessage:
-    """A valid client frame: the class it names and its text."""
+    """A valid message from a client: its class, its text, and where it goes (None: the
+    default channel)."""
 
     cls: str
     content: str
+    channel: str | None = None
 
 
-def parse_client_frame(data: str | bytes, classes: Mapping[str, int]) -> ClientMessage:
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """A valid request from a client: subscribe, unsubscribe, presence or refresh."""
+
+    kind: str
+    channel: str | None = None
+    since: str | None = None  # subscribe: recover from this message id
+    token: str | None = None  # refresh: the new token
+
+
+def parse_client_frame(
+    data: str | bytes, classes: Mapping[str, int]
+) -> ClientMessage | ClientCommand:
     """Check one client frame against the protocol; raise FrameError if it breaks it."""
     if not isinstance(data, str):
         raise FrameError(INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
@@ -71,16 +104,43 @@ def parse_client_frame(data: str | bytes, classes: Mapping[str, int]) -> ClientM
     if not isinstance(obj, dict):
         raise FrameError(INVALID_MESSAGE, "expected a JSON object")
     cls = obj.get("type")
+    if isinstance(cls, str) and cls in COMMANDS:
+        return _command(cls, obj)
     if not isinstance(cls, str) or cls not in classes:
-        known = ", ".join(classes)
+        known = ", ".join([*classes, *sorted(COMMANDS)])
         raise FrameError(INVALID_MESSAGE, f"'type' must be one of: {known}; got {_show(cls)}")
+    channel = obj.get("channel")
+    if channel is not None:
+        _check_channel(channel)
     content = obj.get("content")
     if not isinstance(content, str):
         raise FrameError(INVALID_MESSAGE, f"'content' must be a string; got {_show(content)}")
     if not content.isascii() and not _is_unicode(content):
         # JSON may spell a lone surrogate ("\ud800"), which no UTF-8 frame can carry.
         raise FrameError(INVALID_MESSAGE, "'content' must be Unicode text (no lone surrogates)")
-    return ClientMessage(cls, content)
+    return ClientMessage(cls, content, channel)
+
+
+def _command(kind: str, obj: dict) -> ClientCommand:
+    if kind == REFRESH:
+        token = obj.get("token")
+        if not isinstance(token, str) or not token:
+            raise FrameError(INVALID_MESSAGE, f"'token' must be a string; got {_show(token)}")
+        return ClientCommand(kind, token=token)
+    channel = obj.get("channel")
+    _check_channel(channel)
+    since = obj.get("since") if kind == SUBSCRIBE else None
+    # A since that is not an id is ignored, as if absent (the contract's rule for since).
+    return ClientCommand(kind, channel, since if isinstance(since, str) else None)
+
+
+def _check_channel(channel: object) -> None:
+    if not is_channel_name(channel):
+        raise FrameError(
+            INVALID_CHANNEL,
+            f"'channel' must be a channel name (letters, digits and _.:@-, at most 128, "
+            f"nothing ending in ':'); got {_show(channel)}",
+        )
 
 
 def _is_unicode(text: str) -> bool:
@@ -134,10 +194,27 @@ MESSAGE_HEAD = b'{"type":"message","id":"'
 HISTORY_HEAD = b'{"type":"message","history":true,"id":"'
 
 
-def message_tail(sender: str, cls: str, priority: int, content: str, ts: float) -> bytes:
+def message_tail(
+    sender: str | None,
+    cls: str,
+    priority: int,
+    content: str,
+    ts: float,
+    *,
+    channel: str,
+    user: str | None,
+) -> bytes:
     """Everything of a message frame after its id, encoded once at the sender."""
     body = _encoder.encode(
-        {"from": sender, "class": cls, "priority": priority, "content": content, "ts": ts}
+        {
+            "channel": channel,
+            "from": sender,
+            "user": user,
+            "class": cls,
+            "priority": priority,
+            "content": content,
+            "ts": ts,
+        }
     )
     return body[1:].encode()
 
@@ -145,3 +222,26 @@ def message_tail(sender: str, cls: str, priority: int, content: str, ts: float) 
 def message_payload(message_id: str, tail: bytes, history: bool = False) -> bytes:
     head = HISTORY_HEAD if history else MESSAGE_HEAD
     return b"".join((head, message_id.encode(), b'",', tail))
+
+
+# Presence events travel on a channel's pub/sub among its messages, so they keep their
+# order; they are told apart by their first byte: "P", the origin connection ("who is
+# joining", so that it is not told about itself), a space, then the frame's JSON.
+EVENT_MARK = b"P"
+
+
+def presence_frame(kind: str, channel: str, client_id: str, user: str) -> bytes:
+    """The JSON of a `join` or `leave` frame."""
+    return encode({"type": kind, "channel": channel, "client_id": client_id, "user": user})
+
+
+def event_payload(origin: str, frame_json: bytes) -> bytes:
+    return EVENT_MARK + origin.encode() + b" " + frame_json
+
+
+def split_event(payload: bytes) -> tuple[str, bytes] | None:
+    """(origin, frame JSON) of an event payload; None if it is not one."""
+    if not payload.startswith(EVENT_MARK):
+        return None
+    origin, sep, frame = payload[1:].partition(b" ")
+    return (origin.decode(errors="replace"), frame) if sep else None

@@ -25,6 +25,7 @@ from core.config.settings import (
 )
 from core.engine.outbox import Outbox, OutboxPolicy
 from core.wire import frames
+from core.wire.channels import is_channel_name
 from plugins import REGISTRY
 from plugins.heartbeat import Tier
 
@@ -38,6 +39,11 @@ CONTRACT_CODES = {
     frames.INVALID_MESSAGE,
     frames.SLOW_CONSUMER,
     frames.INTERNAL_ERROR,
+    frames.INVALID_CHANNEL,
+    frames.TOO_MANY_CHANNELS,
+    frames.NOT_SUBSCRIBED,
+    frames.FORBIDDEN,
+    frames.UNAUTHORIZED,
 }
 
 
@@ -62,12 +68,21 @@ def parse_frame(data: str | bytes) -> frames.ClientMessage | frames.FrameError:
         frame = frames.json_frame(frames.error_payload(error.code, error.message))
         assert json.loads(payload_of(frame))["code"] == error.code
         return error
+    if isinstance(message, frames.ClientCommand):
+        assert message.kind in frames.COMMANDS
+        assert message.channel is None or is_channel_name(message.channel)
+        return message
     assert isinstance(message, frames.ClientMessage)
     assert message.cls in CLASSES
     assert isinstance(message.content, str)
-    tail = frames.message_tail("c1", message.cls, CLASSES[message.cls], message.content, 1.5)
+    channel = message.channel or "broadcast"
+    assert is_channel_name(channel)
+    tail = frames.message_tail(
+        "c1", message.cls, CLASSES[message.cls], message.content, 1.5, channel=channel, user="u"
+    )
     payload = frames.message_payload("1-0", tail)
     assert json.loads(payload)["content"] == message.content
+    assert json.loads(payload)["channel"] == channel
     return message
 
 

@@ -107,21 +107,26 @@ async def test_without_the_plugin_nothing_is_replayed(servers):
 
 
 @pytest.mark.gen_test
-async def test_memory_broker_replays_by_count_age_and_cursor():
+async def test_memory_broker_replays_by_count_age_and_cursor_per_channel():
     clock = FakeClock()
     broker = MemoryBroker(LogPolicy(5, 300), clock=clock)
     delivered: list[Entry] = []
     broker.attach(delivered.append)
     for i in range(7):
-        broker.publish(5, f'"n":{i}}}'.encode(), clock.now, "normal")
+        broker.publish("room", 5, f'"n":{i}}}'.encode(), clock.now, "normal")
+        broker.publish("other", 5, f'"n":{i}}}'.encode(), clock.now, "normal")
         clock.now += 10
-    assert len(delivered) == 7
-    recent = await broker.recent(3, max_age=1000)
-    assert [e.id for e in recent] == [e.id for e in delivered[4:]]
-    assert await broker.recent(10, max_age=25) == delivered[-2:]  # older ones aged out
-    assert await broker.since(delivered[3].id, 10, max_age=1000) == delivered[4:]
-    assert await broker.since(delivered[0].id, 10, max_age=1000) == delivered[2:]  # capped
-    assert await broker.since("garbage", 10, max_age=1000) == []
+    assert len(delivered) == 14
+    mine = [e for e in delivered if e.channel == "room"]
+    recent = await broker.recent("room", 3, max_age=1000)
+    assert [e.id for e in recent] == [e.id for e in mine[4:]]
+    assert await broker.recent("room", 10, max_age=25) == mine[-2:]  # older ones aged out
+    recovery = await broker.since("room", mine[3].id, 10, max_age=1000)
+    assert recovery.entries == mine[4:] and recovery.complete
+    recovery = await broker.since("room", mine[0].id, 10, max_age=1000)
+    assert recovery.entries == mine[2:] and not recovery.complete  # 1 was dropped: capped
+    assert (await broker.since("room", "garbage", 10, max_age=1000)).entries == []
+    assert await broker.recent("nowhere", 3, max_age=1000) == []
 
 
 def test_ids_increase_even_when_the_clock_steps_back():

@@ -8,13 +8,18 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.engine.dispatcher import Dispatcher, newest
+from core.engine.channels import ChannelRules
+from core.engine.dispatcher import Dispatcher
 from core.engine.hookrunner import HookRunner
 from core.engine.hooks import Plugin, Veto
 from core.engine.hub import Hub
+from core.engine.presence import Presence
+from core.engine.services import Replay
+from core.engine.subscriptions import Subscriptions
 from core.ops.metrics import Metrics
 from core.stores.broker import LogPolicy
 from core.stores.broker_memory import MemoryBroker
+from core.stores.presence_memory import MemoryPresence
 from core.wire import frames
 from core.wire.frames import DEFAULT_CLASSES
 from tests.core.conftest import connect
@@ -68,16 +73,24 @@ class Bouncer(Plugin):
         return None
 
 
-def build(*plugin_classes, broker=None):
+def build(*plugin_classes, broker=None, history=None, channels=None):
     broker = broker or MemoryBroker(LogPolicy(100, 300))
     hub = Hub(broker)
     plugins = [cls(Options(), None) for cls in plugin_classes]
     metrics = Metrics()
+    hooks = HookRunner(plugins, metrics)
+    subscriptions = Subscriptions(
+        hub,
+        Presence(MemoryPresence(), hub, "unit", 30),
+        ChannelRules.from_settings(channels, "broadcast"),
+        history=lambda: history,
+        hooks=lambda: dispatcher.hooks,
+    )
     dispatcher = Dispatcher(
         hub=hub,
-        hooks=HookRunner(plugins, metrics),
+        hooks=hooks,
+        subscriptions=subscriptions,
         classes=DEFAULT_CLASSES,
-        default_channel="broadcast",
         instance_id="unit",
         metrics=metrics,
     )
@@ -150,27 +163,28 @@ async def test_pongs_reach_the_on_pong_hooks_and_closes_the_on_close_hooks(endpo
     assert doorman.closed == [conn.client_id] and len(dispatcher.hub) == 0
 
 
+class RacingHistory:
+    """A history whose read of the log comes after a live message arrived for the
+    client: the replay and the held live messages overlap."""
+
+    def __init__(self, broker, publish) -> None:
+        self.broker = broker
+        self.publish = publish
+
+    async def replay(self, channel, since, budget):
+        await self.publish('{"type": "normal", "content": "two"}')
+        await asyncio.sleep(0)  # the hub's batch goes out: "two" is held for the client
+        return Replay(await self.broker.recent(channel, 10, 300))
+
+
 @pytest.mark.gen_test(timeout=10)
 async def test_live_messages_the_replay_covered_are_not_sent_twice(endpoint):
     broker = MemoryBroker(LogPolicy(100, 300))
     dispatcher, _ = build(broker=broker)
     _, sender_conn, _ = await admitted(dispatcher, endpoint)
-
-    class Replayer(Plugin):
-        """A replay that reads the log after a live message arrived for the client."""
-
-        Settings = Options
-
-        async def on_welcome(self, conn):
-            await dispatcher.message(sender_conn, '{"type": "normal", "content": "two"}')
-            await asyncio.sleep(0)  # the hub's batch goes out: "two" is held for conn
-            entries = await broker.recent(10, 300)
-            for entry in entries:
-                conn.send(entry.history_frame())
-            return entries[-1].id
-
     await dispatcher.message(sender_conn, '{"type": "normal", "content": "one"}')
-    dispatcher.hooks = HookRunner([Replayer(Options(), None)])
+    racing = RacingHistory(broker, lambda frame: dispatcher.message(sender_conn, frame))
+    dispatcher.subscriptions.history = lambda: racing
     client, transport = await connect(endpoint)
     await dispatcher.open(transport, "127.0.0.1", {})
     await dispatcher.message(sender_conn, '{"type": "normal", "content": "three"}')
@@ -181,8 +195,3 @@ async def test_live_messages_the_replay_covered_are_not_sent_twice(endpoint):
         ("two", True),
         ("three", False),
     ]
-
-
-def test_newest_picks_the_latest_ordered_id():
-    assert newest(["5-1", "10-0", "L9-0", "9-9"]) == "10-0"
-    assert newest(["L1-0"]) is None and newest([]) is None

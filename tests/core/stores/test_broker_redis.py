@@ -13,10 +13,11 @@ from tests.support.waiting import until
 
 async def broker(url: str, prefix: str, size: int = 100) -> tuple[RedisBroker, list[Entry]]:
     link = await link_to(url)
-    b = RedisBroker(link, keys(prefix), "broadcast", LogPolicy(size, 300))
+    b = RedisBroker(link, keys(prefix), LogPolicy(size, 300))
     got: list[Entry] = []
     b.attach(got.append)
     await b.start()
+    await b.subscribe("broadcast")
     return b, got
 
 
@@ -39,17 +40,17 @@ async def test_every_instance_gets_every_message_once_in_one_order(redis_server,
         await broker(redis_server.url, key_prefix),
     )
     for i in range(50):
-        (a if i % 2 else b).publish(5, tail(i), 1.0, "normal")
+        (a if i % 2 else b).publish("broadcast", 5, tail(i), 1.0, "normal")
     await until(lambda: len(got_a) >= 50 and len(got_b) >= 50)
     # A last message marks the end: once it is in, so is any extra copy of the fifty.
-    a.publish(5, tail(50), 1.0, "normal")
+    a.publish("broadcast", 5, tail(50), 1.0, "normal")
     await until(lambda: has(got_a, 50) and has(got_b, 50))
     assert len(got_a) == 51 and len(got_b) == 51
     assert [e.id for e in got_a] == [e.id for e in got_b]
     assert [e.key for e in got_a] == sorted(e.key for e in got_a)
     assert got_a[0].payload.startswith(b'{"type":"message","id":"')
     r = redis_server.client()
-    assert r.xlen(f"{key_prefix}history:broadcast") == 51
+    assert r.xlen(f"{key_prefix}history:{{broadcast}}") == 51
     await a.stop()
     await b.stop()
 
@@ -58,15 +59,15 @@ async def test_every_instance_gets_every_message_once_in_one_order(redis_server,
 async def test_a_dropped_subscription_recovers_what_it_missed(redis_server, key_prefix):
     a, got = await broker(redis_server.url, key_prefix)
     other, _ = await broker(redis_server.url, key_prefix)
-    a.publish(5, tail(0), 1.0, "normal")
+    a.publish("broadcast", 5, tail(0), 1.0, "normal")
     await until(lambda: len(got) == 1)
     # Redis drops subscribers (as it does a slow one past its output buffer limit).
     redis_server.client().client_kill_filter(_type="pubsub")
     for i in range(1, 6):
-        other.publish(5, tail(i), 1.0, "normal")
+        other.publish("broadcast", 5, tail(i), 1.0, "normal")
     await until(lambda: has(got, 5), timeout=8)
     # Once recovered, a last message marks the end: any extra copy would be in before it.
-    other.publish(5, tail(6), 1.0, "normal")
+    other.publish("broadcast", 5, tail(6), 1.0, "normal")
     await until(lambda: has(got, 6))
     assert contents(got) == [str(i).encode() for i in range(7)]  # in order, no duplicates
     await a.stop()
@@ -77,16 +78,16 @@ async def test_a_dropped_subscription_recovers_what_it_missed(redis_server, key_
 async def test_history_reads_recent_and_since_from_the_stream(redis_server, key_prefix):
     b, got = await broker(redis_server.url, key_prefix, size=5)
     for i in range(8):
-        b.publish(5, tail(i), 1.0, "normal")
+        b.publish("broadcast", 5, tail(i), 1.0, "normal")
     await until(lambda: len(got) == 8)
-    recent = await b.recent(3, max_age=300)
+    recent = await b.recent("broadcast", 3, max_age=300)
     assert [e.id for e in recent] == [e.id for e in got[-3:]]
     assert recent[0].payload == got[-3].payload  # composed the same way as the live frame
-    since = await b.since(got[4].id, 10, max_age=300)
-    assert [e.id for e in since] == [e.id for e in got[5:]]
-    assert [e.id for e in await b.since(got[0].id, 10, max_age=300)] == [
-        e.id for e in got[3:]
-    ]  # capped at the stream size
+    since = await b.since("broadcast", got[4].id, 10, max_age=300)
+    assert [e.id for e in since.entries] == [e.id for e in got[5:]] and since.complete
+    capped = await b.since("broadcast", got[0].id, 10, max_age=300)
+    assert [e.id for e in capped.entries] == [e.id for e in got[3:]]  # the stream's size
+    assert not capped.complete  # 1 and 2 are no longer in the stream: it says so
     await b.stop()
 
 
@@ -98,11 +99,13 @@ async def test_while_redis_is_down_messages_are_delivered_locally(own_redis, key
     def noticed_down() -> bool:
         if not b.link.up:
             return True
-        b.publish(5, tail(0), 1.0, "normal")  # a command, for the link to find Redis gone
+        b.publish(
+            "broadcast", 5, tail(0), 1.0, "normal"
+        )  # a command, for the link to find Redis gone
         return False
 
     await until(noticed_down, timeout=2.5, step=0.05)
-    b.publish(5, tail(99), 1.0, "normal")
+    b.publish("broadcast", 5, tail(99), 1.0, "normal")
     await until(lambda: any(b"99" in e.payload for e in got))
     local = next(e for e in got if b"99" in e.payload)
     assert local.id.startswith("L") and local.key is None
@@ -113,18 +116,44 @@ async def test_while_redis_is_down_messages_are_delivered_locally(own_redis, key
 async def test_an_echo_lost_with_its_stream_is_still_delivered_here_once(redis_server, key_prefix):
     b, got = await broker(redis_server.url, key_prefix)
     r = redis_server.client()
-    stream = f"{key_prefix}history:broadcast"
+    stream = f"{key_prefix}history:{{broadcast}}"
     # Redis drops the subscription, accepts a message nobody receives, and forgets it
     # (as when it restarts right after): no echo, nothing to recover.
     r.client_kill_filter(_type="pubsub")
-    b.publish(5, tail(1), 1.0, "normal")
+    b.publish("broadcast", 5, tail(1), 1.0, "normal")
     await until(lambda: r.xlen(stream) == 1)
     r.delete(stream)
     await until(lambda: len(got) == 1)
     await until(lambda: b.subscribed)
-    b.publish(5, tail(2), 1.0, "normal")
+    b.publish("broadcast", 5, tail(2), 1.0, "normal")
     # A last message marks the end: any extra copy of "1" would be in before it.
-    b.publish(5, tail(3), 1.0, "normal")
+    b.publish("broadcast", 5, tail(3), 1.0, "normal")
     await until(lambda: has(got, 3))
     assert contents(got) == [b"1", b"2", b"3"]
     await b.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_an_instance_listens_only_to_channels_it_has_subscribers_in(redis_server, key_prefix):
+    link = await link_to(redis_server.url)
+    b = RedisBroker(link, keys(key_prefix), LogPolicy(10, 300))
+    got: list[Entry] = []
+    b.attach(got.append)
+    await b.start()
+    r = redis_server.client()
+
+    def listened() -> set[str]:
+        return {c.decode() for c in r.pubsub_channels(f"{key_prefix}*")}
+
+    await b.subscribe("room:a")
+    await b.subscribe("room:b")
+    assert listened() == {f"{key_prefix}{{room:a}}", f"{key_prefix}{{room:b}}"}
+    b.publish("room:c", 5, tail(1), 1.0, "normal")  # nobody here listens to room:c
+    b.publish("room:a", 5, tail(2), 1.0, "normal")
+    await until(lambda: has(got, 2))
+    assert [e.channel for e in got] == ["room:a"]
+    assert r.xlen(f"{key_prefix}history:{{room:c}}") == 1  # kept for its subscribers
+    b.unsubscribe("room:a")
+    await until(lambda: listened() == {f"{key_prefix}{{room:b}}"})
+    await b.stop()
+    await link.close()

@@ -49,12 +49,12 @@ async def test_resume_returns_the_counters_and_refreshes_the_ttl(redis_server, k
     await store.create("tok2", "client2", ttl=5)
     for i in range(3):
         store.record_message("tok2", 1000 + i, ttl=5)
-    await store.leave("tok2", "123-4", ttl=5)
+    await store.leave("tok2", {"broadcast": "123-4", "room:a": None}, ttl=5)
     session = await store.resume("tok2", ttl=60)
     assert session.client_id == "client2"
     assert session.message_count == 3
     assert session.last_message_ts == 1002
-    assert session.last_message_id == "123-4"
+    assert session.channels == {"broadcast": "123-4", "room:a": None}
     assert redis_server.client().pttl(session_key(key_prefix, "tok2")) > 50_000
     assert await store.resume("unknown", ttl=60) is None
     await link.close()
