@@ -4,7 +4,8 @@
 message is dropped with a `rate_limited` error carrying `retry_after` (seconds); the
 connection stays open. The bucket belongs to the session, so reconnecting does not
 refill it; and every session of one address also shares the address's bucket
-(`per_ip`), so opening new sessions does not buy more messages. A message spends a token
+(`per_ip`), so opening new sessions does not buy more messages. A `subscribe` spends a
+token like a message. A message spends a token
 from both or from neither, atomically (one Lua call; both keys in the address's slot).
 """
 
@@ -46,6 +47,13 @@ class RateLimitPlugin(Plugin):
 
     async def on_message(self, conn: Connection, message: Message) -> Veto | None:
         """Spend one token of the sender's bucket and of its address's, or veto."""
+        return await self._spend(conn)
+
+    async def on_subscribe(self, conn: Connection, channel: str) -> Veto | None:
+        """A subscription costs a token too: subscribing cannot be used to flood."""
+        return await self._spend(conn)
+
+    async def _spend(self, conn: Connection) -> Veto | None:
         s = self.settings
         session = Bucket(conn.client_id, s.max_messages_per_second, s.burst)
         if s.per_ip is None:

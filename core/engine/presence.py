@@ -5,10 +5,13 @@ Redis, shared by every instance) and tells the channel's other subscribers, on e
 instance, with a `join` frame; leaving (unsubscribe or close) removes it and sends
 `leave`. Each costs O(1) store work, whatever the size of the channel.
 
-Every third of `ttl` (`store.instance_ttl`), the instance refreshes its own members and
-sweeps each of its presence channels: members whose instance stopped refreshing them
-(it died) are removed, and their `leave` is announced by the instance that removed
-them. So a dead instance's clients leave within `ttl`.
+Every third of `ttl` (`store.instance_ttl`), the instance refreshes its own members (each
+then counts for two thirds of `ttl`) and sweeps each of its presence channels: members
+whose instance stopped refreshing them (it died) are removed, and their `leave` is
+announced by the instance that removed them. A member lapses at most two thirds of `ttl`
+after its instance's last refresh, and is swept at most a third later: so a dead
+instance's clients leave within `ttl`. A live instance that was late and finds a member
+of its own swept puts it back and announces its `join` again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Presence:
         self.hub = hub
         self.instance_id = instance_id
         self.ttl = ttl
+        self.lapse = ttl * 2 / 3  # how long a member counts after each refresh
         self._local: dict[str, dict[Connection, Member]] = {}
         self._keeper: asyncio.Task | None = None
 
@@ -50,7 +54,7 @@ class Presence:
         """Add `conn` to `channel`'s presence; the members now, it included."""
         member = self.member(conn)
         self._local.setdefault(channel, {})[conn] = member
-        members = await self.store.add(channel, member, self.ttl)
+        members = await self.store.add(channel, member, self.lapse)
         self._announce("join", channel, member)
         return members
 
@@ -90,6 +94,7 @@ class Presence:
     async def tend(self) -> None:
         """Refresh this instance's members and announce the expired ones' departure."""
         for channel, local in list(self._local.items()):
-            await self.store.refresh(channel, list(local.values()), self.ttl)
+            for member in await self.store.refresh(channel, list(local.values()), self.lapse):
+                self._announce("join", channel, member)
             for member in await self.store.expire(channel):
                 self._announce("leave", channel, member)

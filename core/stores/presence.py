@@ -56,8 +56,9 @@ class PresenceStore(abc.ABC):
         """The channel's members now."""
 
     @abc.abstractmethod
-    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> None:
-        """Keep `members` (this instance's) present for `ttl` more seconds."""
+    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> list[Member]:
+        """Keep `members` (this instance's) present for `ttl` more seconds; returns those
+        that were gone (swept while this instance was late) and are back now."""
 
     @abc.abstractmethod
     async def expire(self, channel: str) -> list[Member]:

@@ -35,13 +35,13 @@ class MemoryPresence(PresenceStore):
         now = self._clock()
         return [m for m, until in self._channels.get(channel, {}).items() if until > now]
 
-    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> None:
-        held = self._channels.get(channel)
-        if held is not None:
-            until = self._clock() + ttl
-            for member in members:
-                if member in held:
-                    held[member] = until
+    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> list[Member]:
+        held = self._channels.setdefault(channel, {})
+        until = self._clock() + ttl
+        back = [m for m in members if m not in held]
+        for member in members:
+            held[member] = until
+        return back
 
     async def expire(self, channel: str) -> list[Member]:
         held = self._channels.get(channel)

@@ -63,17 +63,19 @@ class RedisPresence(PresenceStore):
                 pass
         return await self.fallback.members(channel)
 
-    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> None:
-        await self.fallback.refresh(channel, members, ttl)
+    async def refresh(self, channel: str, members: Sequence[Member], ttl: float) -> list[Member]:
+        back = await self.fallback.refresh(channel, members, ttl)
         if self.link.up and members:
             try:
-                await self.link.script(
+                reply = await self.link.script(
                     "presence_add",
                     [self.keys.presence(channel)],
                     [int(ttl * 1000), 0, *(m.encode() for m in members)],
                 )
+                return _members(reply)
             except LinkDown:
                 pass
+        return back
 
     async def expire(self, channel: str) -> list[Member]:
         if self.link.up:

@@ -70,12 +70,42 @@ class WsClient:
         return self.welcome["client_id"]
 
     @property
+    def user(self) -> str:
+        return self.welcome["user"]
+
+    @property
     def session(self) -> str:
         assert self.welcome is not None
         return self.welcome["session"]
 
     async def send(self, cls: str, content: str) -> None:
         await self.ws.write_message(json.dumps({"type": cls, "content": content}))
+
+    async def send_json(self, obj: dict) -> None:
+        await self.ws.write_message(json.dumps(obj))
+
+    async def subscribe(self, channel: str, since: str | None = None) -> dict:
+        """Subscribe; the `subscribed` answer (or the error frame, if refused)."""
+        frame: dict = {"type": "subscribe", "channel": channel}
+        if since is not None:
+            frame["since"] = since
+        await self.send_json(frame)
+        return await self.answer(channel, "subscribed")
+
+    async def answer(self, channel: str, kind: str, timeout: float = 3.0) -> dict:
+        """The next `kind` or error frame about `channel` (others skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + scaled(timeout)
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no {kind} for {channel} within {timeout}s")
+            frame = await self._recv_within(left)
+            if frame.get("type") in (kind, "error") and frame.get("channel") == channel:
+                return frame
+
+    async def publish(self, channel: str, content: str, cls: str = "normal") -> None:
+        await self.send_json({"type": cls, "content": content, "channel": channel})
 
     async def send_raw(self, data: str | bytes) -> None:
         await self.ws.write_message(data, binary=isinstance(data, bytes))
