@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from core.config.schema import ConfigError, describe, join, setting
 from core.engine.hooks import Declaration, Plugin
 from core.engine.outbox import OutboxPolicy
-from core.wire.frames import DEFAULT_CLASSES
+from core.wire.frames import COMMANDS, DEFAULT_CLASSES
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class PrioritySettings:
             where = join(join(path, "classes"), name)
             if not name.strip():
                 raise ConfigError(where, "a class name must not be empty")
+            if name in COMMANDS:
+                raise ConfigError(where, f"'{name}' is a request type of the protocol, not a class")
             if not -1_000_000 <= priority <= 1_000_000:
                 raise ConfigError(
                     where, f"must be between -1000000 and 1000000, got {describe(priority)}"

@@ -778,3 +778,66 @@ def test_two_blocks_declaring_the_message_classes_are_refused():
     assert (
         str(caught.value) == "test.yaml: plugins.loud: declares classes, as plugins.priority does"
     )
+
+
+# -- channels -------------------------------------------------------------------------
+
+
+def test_the_shipped_config_has_channels_with_rooms_and_personal_channels():
+    settings = load_settings(str(ROOT / "config.yaml"), REGISTRY)
+    channels = settings.channels
+    assert channels.default == "broadcast" and channels.max_per_connection == 64
+    assert channels.namespaces["room"].presence and channels.namespaces["user"].personal
+    assert channels.namespaces["room"].publish == "subscribers"
+
+
+def test_without_a_channels_block_there_is_none():
+    assert test_config.settings().channels is None
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (
+            {"namespaces": {"ro om": {}}},
+            "channels.namespaces.ro om: a namespace is a channel name without ':' "
+            "(letters, digits, _.@-)",
+        ),
+        (
+            {"default": "room:lobby", "namespaces": {"default": {}}},
+            "channels.default: its namespace 'room' is not listed in namespaces",
+        ),
+        (
+            {"default": "user:x", "namespaces": {"user": {"personal": True}}},
+            "channels.default: its namespace 'user' is personal",
+        ),
+        (
+            {"namespaces": {"default": {"personal": True}}},
+            "channels.namespaces.default.personal: the default namespace cannot be personal",
+        ),
+        (
+            {"default": "a b"},
+            "channels.default: not a channel name ([A-Za-z0-9_.:@-], 1-128): 'a b'",
+        ),
+        (
+            {"namespaces": {"room": {"publish": "everyone"}}},
+            "channels.namespaces.room.publish: expected one of any, subscribers, none, "
+            "got 'everyone'",
+        ),
+        ({"max_per_connection": 0}, "channels.max_per_connection: must be at least 1, got 0"),
+    ],
+)
+def test_channel_block_mistakes(tmp_path, block, expected):
+    assert changes_error(tmp_path, {"channels": block}) == expected
+
+
+def test_no_default_channel_is_allowed():
+    assert test_config.settings({"channels": {"default": None}}).channels.default is None
+
+
+@pytest.mark.parametrize("name", ["subscribe", "unsubscribe", "presence", "refresh"])
+def test_a_class_named_like_a_request_is_refused(tmp_path, name):
+    changes = {"plugins": {"priority": {"classes": {name: 3}}}}
+    assert changes_error(tmp_path, changes) == (
+        f"plugins.priority.classes.{name}: '{name}' is a request type of the protocol, not a class"
+    )
