@@ -15,6 +15,7 @@ resumed session's) or by a `subscribe` frame, goes the same way:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -75,9 +76,9 @@ class Subscriptions:
         return channels
 
     async def hold(self, conn: Connection, channels: Mapping[str, str | None]) -> None:
-        """Step 1 for the welcome's channels, before the welcome is sent."""
-        for channel in channels:
-            await self.hub.join(conn, channel)
+        """Step 1 for the welcome's channels, before the welcome is sent (together: the
+        broker's subscriptions for new channels share one round trip)."""
+        await asyncio.gather(*(self.hub.join(conn, channel) for channel in channels))
 
     async def catch_up(
         self, conn: Connection, channel: str, since: str | None, announce: bool

@@ -131,3 +131,48 @@ async def test_the_members_of_a_killed_instance_leave_within_instance_ttl(
     await watcher.send_json({"type": "presence", "channel": "room:lobby"})
     listed = await watcher.answer("room:lobby", "presence")
     assert [c["client_id"] for c in listed["clients"]] == [watcher.client_id]
+
+
+def commands(r) -> dict[str, int]:
+    """Calls per command so far (commands run by scripts included)."""
+    return {
+        name.removeprefix("cmdstat_"): stats["calls"]
+        for name, stats in r.info("commandstats").items()
+    }
+
+
+def spent(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_join_or_leave_costs_the_same_redis_work_in_a_room_of_1000(
+    servers, own_redis, key_prefix
+):
+    from core.stores.presence import Member
+
+    server = await servers(shared(own_redis, key_prefix), instance_id="solo")
+    r = own_redis.client()
+    costs = {}
+    for size in (10, 1000):
+        room = f"room:big{size}"
+        others = [Member(f"far/{i}", f"c{i}", f"u{i}", "far") for i in range(size)]
+        for member in others:  # present on another instance, for the next minute
+            await server.stores.presence.add(room, member, ttl=60)
+        watcher = await WsClient.connect(server.port)
+        await watcher.subscribe(room)
+        client = await WsClient.connect(server.port)
+        before = commands(r)
+        subscribed = await client.subscribe(room)
+        await watcher.recv_type("join")
+        joined = commands(r)
+        await client.send_json({"type": "unsubscribe", "channel": room})
+        await watcher.recv_type("leave")
+        left = commands(r)
+        assert len(subscribed["presence"]) == size + 2
+        costs[size] = (spent(before, joined), spent(joined, left))
+    print(f"Redis commands for a join and a leave, room of 10 vs 1000: {costs}")
+    assert costs[10] == costs[1000]  # O(1): no command per member
+    join, leave = costs[1000]
+    assert join.get("publish") == 1 and join.get("zadd") == 1
+    assert leave.get("publish") == 1 and leave.get("zrem") == 1
