@@ -123,6 +123,11 @@ MISTAKES = {
         "# nothing here\n",
         "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)",
     ),
+    "missing environment variable": (
+        "server: {instance_id: '${RELAY_TEST_NEVER_SET}'}\nplugins: {}\n",
+        "server.instance_id: environment variable RELAY_TEST_NEVER_SET is not set "
+        "(write ${RELAY_TEST_NEVER_SET:-default} for one)",
+    ),
     "no plugins block": (
         "server: {port: 8300}\n",
         "plugins: required key is missing (write plugins: {} to run with every feature off)",

@@ -8,6 +8,7 @@ not depend on the plugins.
 from __future__ import annotations
 
 import difflib
+import os
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from core.config.environment import expand
 from core.config.schema import ConfigError, build, describe, join, join_key, unknown_key
 from core.config.settings import SECTIONS, ChannelsSettings, Settings
 
@@ -116,10 +118,14 @@ def _check_declarations(plugins: Mapping[str, Any], classes: Mapping[str, type])
 
 
 def load_settings(
-    path: str, registry: Mapping[str, type], overrides: Mapping[str, Any] | None = None
+    path: str,
+    registry: Mapping[str, type],
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read, parse and validate `path`. `overrides` maps "section.key" to a value (from
-    the command line); a bad override is reported as coming from the command line."""
+    """Read, parse and validate `path`, with `${NAME}` values from `environ` (the process
+    environment by default). `overrides` maps "section.key" to a value (from the command
+    line); a bad override is reported as coming from the command line."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -133,6 +139,10 @@ def load_settings(
     data = parse_yaml(text, path)
     if data is None:
         raise ConfigError("", EMPTY_FILE, path)
+    try:
+        data = expand(data, os.environ if environ is None else environ)
+    except ConfigError as error:
+        raise error.in_file(path) from None
     applied: set[str] = set()
     for dotted, value in (overrides or {}).items():
         if value is None:

@@ -841,3 +841,49 @@ def test_a_class_named_like_a_request_is_refused(tmp_path, name):
     assert changes_error(tmp_path, changes) == (
         f"plugins.priority.classes.{name}: '{name}' is a request type of the protocol, not a class"
     )
+
+
+# -- values from the environment ------------------------------------------------------
+
+
+def load_env(tmp_path: Path, text: str, environ: dict) -> Settings:
+    return load_settings(str(write(tmp_path, text)), REGISTRY, None, environ)
+
+
+def test_values_come_from_the_environment_with_defaults(tmp_path):
+    text = (
+        "server:\n"
+        "  instance_id: ${NODE:-left}\n"
+        "  port: ${PORT:-8200}\n"
+        '  allowed_origins: ["https://${DOMAIN}"]\n'
+        "store: {redis_url: 'redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0', key_prefix: 'a$${b}'}\n"
+        "plugins:\n"
+        "  ratelimit: {enabled: '${LIMITS:-true}', max_messages_per_second: '${RATE:-2.5}'}\n"
+    )
+    settings = load_env(tmp_path, text, {"DOMAIN": "app.example.com", "REDIS_PASSWORD": "s3"})
+    assert settings.server.instance_id == "left"
+    assert settings.server.port == 8200
+    assert settings.server.allowed_origins == ("https://app.example.com",)
+    assert settings.store.redis_url == "redis://:s3@127.0.0.1:6379/0"
+    assert settings.store.key_prefix == "a${b}"  # $${ is a literal ${
+    ratelimit = settings.plugins["ratelimit"]
+    assert ratelimit.enabled is True and ratelimit.max_messages_per_second == 2.5
+    env = {"DOMAIN": "x.org", "REDIS_PASSWORD": "p", "NODE": "right", "PORT": "8300", "LIMITS": ""}
+    again = load_env(tmp_path, text, env)
+    assert (again.server.instance_id, again.server.port) == ("right", 8300)
+    assert again.plugins["ratelimit"].enabled is True  # set but empty: the default
+
+
+def test_a_missing_variable_names_the_key_and_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_env(tmp_path, "plugins: {}\nserver: {instance_id: '${NODE}'}\n", {})
+    assert str(caught.value).endswith(
+        "config.yaml: server.instance_id: environment variable NODE is not set "
+        "(write ${NODE:-default} for one)"
+    )
+
+
+def test_a_variable_filling_a_number_is_checked_as_one(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_env(tmp_path, "plugins: {}\nserver: {port: '${PORT}'}\n", {"PORT": "eighty"})
+    assert str(caught.value).endswith("server.port: expected an integer, got 'eighty'")
