@@ -18,6 +18,7 @@ from core.engine.catalog import PluginCatalog
 from core.engine.connection import Connection
 from core.engine.hooks import Declaration, Plugin, PluginSettings, Veto
 from core.engine.message import Message
+from plugins.auth import AuthPlugin
 from plugins.heartbeat import HeartbeatPlugin
 from plugins.history import HistoryPlugin
 from plugins.priority import PriorityPlugin
@@ -43,6 +44,7 @@ BUILTINS = MappingProxyType(
     {
         plugin.name: plugin
         for plugin in (
+            AuthPlugin,
             ThrottlePlugin,
             RateLimitPlugin,
             SessionsPlugin,

@@ -84,6 +84,9 @@ class SessionsPlugin(Plugin):
             token = None
         if token:
             session = await store.resume(token, ttl)
+        if session is not None and not self._belongs(session, conn):
+            self.log.debug("a session of another user was offered by %s: a new one", conn.ip)
+            session = None
         if session is not None:
             conn.client_id = session.client_id
             conn.session = session.token
@@ -93,10 +96,17 @@ class SessionsPlugin(Plugin):
             veto = await self._may_open(conn)
             if veto is not None:
                 return veto
-            session = await store.create(conn.session, conn.client_id, self.settings.idle_ttl)
+            user = conn.user if conn.authenticated else ""
+            session = await store.create(conn.session, conn.client_id, self.settings.idle_ttl, user)
         conn.welcome["messages"] = session.message_count
         self._sessions[conn] = session
         return None
+
+    @staticmethod
+    def _belongs(session: Session, conn: Connection) -> bool:
+        """A user's session resumes for that user only (a guest's for anyone: signing in
+        keeps the page's session)."""
+        return not session.user or (conn.authenticated and session.user == conn.user)
 
     async def _may_open(self, conn: Connection) -> Veto | None:
         """A new session spends a token of its address's bucket: `max_new_per_ip_per_minute`

@@ -121,6 +121,11 @@ class Connection:
     def user(self, user: str | None) -> None:
         self._user = user
 
+    @property
+    def authenticated(self) -> bool:
+        """True when a plugin (auth) set the user."""
+        return self._user is not None
+
     # -- writing --------------------------------------------------------------------
 
     def send(self, frame: bytes, priority: int = SYSTEM_PRIORITY) -> None:

@@ -108,7 +108,7 @@ class Dispatcher:
         self.metrics.connections_opened.inc()
         self.metrics.connections.inc()
         self.hub.add(conn)
-        channels = self.subscriptions.initial(conn, conn.resume)
+        channels = await self.subscriptions.initial(conn, conn.resume)
         await self.subscriptions.hold(conn, channels)
         conn.send_json(self._welcome(conn))
         await self.hooks.welcome(conn)
@@ -194,8 +194,12 @@ class Dispatcher:
             await subscriptions.unsubscribe(conn, command.channel)
         elif command.kind == frames.PRESENCE:
             await subscriptions.list_presence(conn, command.channel)
-        else:  # refresh: only with a plugin that checks tokens
-            self._reject(conn, frames.INVALID_MESSAGE, "this server takes no tokens", None)
+        else:
+            veto = await self.hooks.refresh(conn, command.token)
+            if veto is None:
+                conn.send_json({"type": "refreshed"})
+            else:
+                self._refuse_message(conn, veto)
 
     def _reject(self, conn: Connection, code: str, message: str, channel: str | None) -> None:
         self.metrics.messages_rejected.labels(code).inc()

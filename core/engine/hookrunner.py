@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plugins")
 
+NO_REFRESH = Veto(frames.INVALID_MESSAGE, "this server takes no tokens")
+
 Impl = tuple[Plugin, Callable[..., Any], bool]
 
 # The base implementation of these runs for plugins that do not override them.
@@ -129,15 +131,30 @@ class HookRunner:
         """on_welcome in order."""
         await self._run("on_welcome", conn, conn=conn)
 
-    async def subscribe(self, conn: Connection, channel: str) -> Veto | None:
-        """on_subscribe in order; the first veto (or raise) refuses."""
-        spec = HOOKS["on_subscribe"]
-        impls = self._impls["on_subscribe"]
-        veto, by = await self._multicall(spec, impls, [conn, channel], conn)
+    async def _veto(self, name: str, conn: Connection, *args: Any) -> Veto | None:
+        """A firstresult hook whose answer is a Veto (or None)."""
+        spec = HOOKS[name]
+        veto, by = await self._multicall(spec, self._impls[name], [conn, *args], conn)
         if veto is not None and not isinstance(veto, Veto):
-            self._failed(by, "on_subscribe", conn)
+            self._failed(by, name, conn)
             return spec.on_error  # type: ignore[return-value]
         return veto
+
+    async def authorize(self, conn: Connection, channel: str) -> Veto | None:
+        """on_authorize in order; the first veto (or raise) refuses."""
+        return await self._veto("on_authorize", conn, channel)
+
+    async def subscribe(self, conn: Connection, channel: str) -> Veto | None:
+        """on_authorize then on_subscribe, in order; the first veto (or raise) refuses."""
+        return await self.authorize(conn, channel) or await self._veto(
+            "on_subscribe", conn, channel
+        )
+
+    async def refresh(self, conn: Connection, token: str) -> Veto | None:
+        """on_refresh in order; without one, a refresh is refused."""
+        if not self._impls["on_refresh"]:
+            return NO_REFRESH
+        return await self._veto("on_refresh", conn, token)
 
     async def message(self, conn: Connection, message: Message) -> Veto | Message:
         """on_message in order: a Veto, or the message to broadcast (maybe replaced)."""

@@ -15,7 +15,9 @@ on_startup()           once, before the server listens              file order
 on_connect(conn)       a WebSocket was accepted; before the welcome file order
 on_welcome(conn)       the welcome was sent; before live messages   file order
 on_message(c, m)       a valid client message, before broadcast     file order
+on_authorize(c, ch)    may the connection be in this channel?       file order
 on_subscribe(c, ch)    a client asks to subscribe to a channel      file order
+on_refresh(c, token)   the client sends a new token                 file order
 on_pong(conn, data)    the client answered a WebSocket ping         file order
 on_close(conn)         the connection ended (or was refused later)  reverse file order
 on_shutdown()          once, while the server stops                 reverse file order
@@ -29,8 +31,16 @@ Results:
   set). The remaining on_connect hooks do not run, and ``on_close`` runs, in reverse
   order, for exactly the plugins before the refusing one, so what they took they give
   back.
-- ``on_subscribe`` returns a `Veto` to refuse the subscription (the first veto wins): the
-  client gets the veto's error frame; the connection stays.
+- ``on_authorize`` returns a `Veto` if the connection may not be in the channel (an
+  access rule: it is asked for every channel a connection would join but its default
+  and personal ones, whether by a `subscribe` frame or as a resumed session's); a
+  resumed session's channel it may not be in is silently left out.
+- ``on_subscribe`` returns a `Veto` to refuse a `subscribe` frame (the first veto wins):
+  the client gets the veto's error frame; the connection stays. It runs after
+  on_authorize, for subscriptions the client asked for only (a rate limit counts them).
+- ``on_refresh`` returns a `Veto` to refuse a `refresh` frame's token, None to accept it
+  (the first one that does not return None decides); without a plugin implementing it,
+  a refresh is refused.
 - ``on_message`` returns a `Veto` to stop the message: it is not broadcast, the sender
   gets the veto's error frame (none if ``code`` is None: a silent drop) and stays
   connected unless ``close_code`` is set; later on_message hooks do not run. It may
@@ -43,7 +53,9 @@ A hook that raises is logged with its plugin's name, counted in
 
 - on_connect: that connection is refused (``internal_error``, 1011), as by a veto.
 - on_welcome: the other on_welcome hooks still run and the connection goes live.
-- on_subscribe: that subscription is refused (``internal_error``, connection kept).
+- on_authorize, on_subscribe: that subscription is refused (``internal_error``,
+  connection kept).
+- on_refresh: that token is refused (``internal_error``, connection kept).
 - on_message: that message is dropped (``internal_error`` to the sender, who stays).
 - on_pong, on_close, on_shutdown, on_reload: the hooks after it still run.
 - on_startup: start-up stops (the plugins that had started are shut down again).
@@ -96,6 +108,7 @@ CONNECT_FAILED = Veto(
 )
 MESSAGE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the message")
 SUBSCRIBE_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not handle the subscription")
+REFRESH_FAILED = Veto(frames.INTERNAL_ERROR, "the server could not check the token")
 
 # What a raising implementation means: RAISE propagates; CONTINUE logs and runs the
 # next one; a Veto logs and ends the call with that veto as its result.
@@ -133,8 +146,12 @@ HOOKS: Mapping[str, HookSpec] = MappingProxyType(
                 on_error=MESSAGE_FAILED,
             ),
             HookSpec(
+                "on_authorize", ("conn", "channel"), firstresult=True, on_error=SUBSCRIBE_FAILED
+            ),
+            HookSpec(
                 "on_subscribe", ("conn", "channel"), firstresult=True, on_error=SUBSCRIBE_FAILED
             ),
+            HookSpec("on_refresh", ("conn", "token"), firstresult=True, on_error=REFRESH_FAILED),
             HookSpec("on_pong", ("conn", "data")),
             HookSpec("on_close", ("conn",), reverse=True),
             HookSpec("on_shutdown", (), reverse=True),
@@ -228,6 +245,15 @@ class Plugin:
     async def on_welcome(self, conn: Connection) -> None:
         """The welcome frame was sent; live messages are held until this returns, so
         frames sent here reach the client before any live message."""
+
+    async def on_authorize(self, conn: Connection, channel: str) -> Veto | None:
+        """May `conn` be in `channel` (a valid name its namespace would let it join)?
+        Return a Veto if not. Asked for `subscribe` frames and for a resumed session's
+        channels; not for the default channel or the connection's personal ones."""
+
+    async def on_refresh(self, conn: Connection, token: str) -> Veto | None:
+        """The client sent `{"type": "refresh", "token": ...}`. Return None to accept the
+        token, a Veto to refuse it."""
 
     async def on_subscribe(self, conn: Connection, channel: str) -> Veto | None:
         """`conn` asks to subscribe to `channel` (a valid name it may subscribe to). Return

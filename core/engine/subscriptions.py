@@ -51,9 +51,12 @@ class Subscriptions:
         self.history = history
         self.hooks = hooks
 
-    def initial(self, conn: Connection, resume: Mapping[str, str | None]) -> dict[str, str | None]:
+    async def initial(
+        self, conn: Connection, resume: Mapping[str, str | None]
+    ) -> dict[str, str | None]:
         """The channels `conn` is in from its welcome, each with the id to recover from:
-        the default channel, its personal ones, and what a resumed session was in."""
+        the default channel, its personal ones, and what a resumed session was in (as
+        far as the rules and the on_authorize hooks still allow)."""
         channels: dict[str, str | None] = {}
         if self.rules.default is not None:
             # `?since=` (v1): a resumed session says itself where it stopped reading.
@@ -67,6 +70,8 @@ class Subscriptions:
         room = self.rules.max_per_connection - sum(1 for c in channels if self.rules.counted(c))
         for channel, cursor in resume.items():
             if channel in channels or self.rules.may_subscribe(channel, conn.user) is not None:
+                continue
+            if await self.hooks().authorize(conn, channel) is not None:
                 continue
             if self.rules.counted(channel):
                 if room <= 0:

@@ -18,13 +18,14 @@ class Session:
     last_seen: float = 0.0  # epoch seconds
     # The channels it was in when it left, each with the last message id it was sent.
     channels: dict[str, str | None] = field(default_factory=dict)
+    user: str = ""  # the authenticated user it belongs to ("" for a guest)
 
 
 class SessionStore(abc.ABC):
     """Where sessions live; every call refreshes the session's TTL."""
 
     @abc.abstractmethod
-    async def create(self, token: str, client_id: str, ttl: float) -> Session:
+    async def create(self, token: str, client_id: str, ttl: float, user: str = "") -> Session:
         """Store a new session."""
 
     @abc.abstractmethod

@@ -45,9 +45,9 @@ class MemorySessionStore(SessionStore):
             return None
         return session
 
-    async def create(self, token: str, client_id: str, ttl: float) -> Session:
+    async def create(self, token: str, client_id: str, ttl: float, user: str = "") -> Session:
         now = self._wall()
-        session = Session(token, client_id, created_at=now, last_seen=now)
+        session = Session(token, client_id, created_at=now, last_seen=now, user=user)
         self._put(session, ttl)
         return session
 

@@ -57,6 +57,7 @@ def session_from_hash(token: str, fields: dict[bytes, bytes]) -> Session | None:
         created_at=int(get(b"createdAt", 0)) / 1000,
         last_seen=int(get(b"lastSeen", 0)) / 1000,
         channels=channels,
+        user=get(b"user", b"").decode(),
     )
 
 
@@ -78,7 +79,7 @@ class RedisSessionStore(SessionStore):
         self._uncounted: dict[str, tuple[int, int, float]] = {}
         self._flush: asyncio.TimerHandle | None = None
 
-    async def create(self, token: str, client_id: str, ttl: float) -> Session:
+    async def create(self, token: str, client_id: str, ttl: float, user: str = "") -> Session:
         now = self.wall()
         if self.link.up:
             key = self.keys.session(token)
@@ -90,12 +91,13 @@ class RedisSessionStore(SessionStore):
                     "lastMessageTimestamp", 0,
                     "createdAt", _ms(now),
                     "lastSeen", _ms(now),
+                    "user", user,
                 )  # fmt: skip
                 self.link.fire("PEXPIRE", key, _ms(ttl))
-                return Session(token, client_id, created_at=now, last_seen=now)
+                return Session(token, client_id, created_at=now, last_seen=now, user=user)
             except LinkDown:
                 pass
-        return await self.fallback.create(token, client_id, ttl)
+        return await self.fallback.create(token, client_id, ttl, user)
 
     async def resume(self, token: str, ttl: float) -> Session | None:
         if self.link.up:

@@ -43,13 +43,15 @@ class WsClient:
         *,
         session: str | None = None,
         since: str | None = None,
+        token: str | None = None,
         headers: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         wait_welcome: bool = True,
         ping_interval: float | None = None,
         source: str | None = None,
     ) -> WsClient:
-        query = urlencode({k: v for k, v in (("session", session), ("since", since)) if v})
+        params = (("session", session), ("since", since), ("token", token))
+        query = urlencode({k: v for k, v in params if v})
         url = f"ws://{host}:{port}/ws" + ("?" + query if query else "")
         request = HTTPRequest(
             url, headers=headers or {}, connect_timeout=scaled(5), network_interface=source

@@ -336,7 +336,7 @@ def test_unknown_keys_name_their_path_and_suggest(tmp_path, changes, expected):
     [
         ("server: {1: 2}\n", "server.1: unknown key (expected one of: "),
         ("server: {null: 2}\n", "server.null: unknown key (expected one of: "),
-        ("plugins: {true: {}}\n", "plugins.true: unknown plugin (known: throttle, "),
+        ("plugins: {true: {}}\n", "plugins.true: unknown plugin (known: auth, throttle, "),
     ],
 )
 def test_keys_that_are_not_strings(tmp_path, text, expected):
@@ -379,7 +379,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path):
         ("ratelimiter", "plugins.ratelimiter: unknown plugin (did you mean 'ratelimit'?)"),
         (
             "presence",
-            f"plugins.presence: unknown plugin (known: {', '.join(ALL_PLUGINS)}; "
+            f"plugins.presence: unknown plugin (known: auth, {', '.join(ALL_PLUGINS)}; "
             "or package.module:ClassName of your own)",
         ),
     ],
