@@ -3,7 +3,11 @@ sockets."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -16,6 +20,7 @@ from tests.support import config as test_config
 from tests.support.config import merge
 from tests.support.ws_client import WsClient
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 AUTH = merge(CHANNELS, {"plugins": {"auth": {"enabled": True, "secret": SECRET, "leeway": 0}}})
 
@@ -204,3 +209,35 @@ async def test_tokens_are_never_logged(processes):
     assert "/ws" in log  # the requests were logged (at debug), without their query
     for secret in (good, bad, good.split(".")[2], bad.split(".")[2]):
         assert secret not in log
+
+
+def python_output(args: list[str], cwd: Path) -> str:
+    """What `python ARGS` prints, with the test secret in RELAY_JWT_SECRET."""
+    env = {**os.environ, "RELAY_JWT_SECRET": SECRET}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def doc_example(name: str) -> str:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "identity.md").read_text()
+    start = doc.index("```python\n", doc.index(f"<!-- example: {name} ")) + len("```python\n")
+    return doc[start : doc.index("```", start)]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_documented_backend_example_and_the_mint_command_make_tokens_that_work(
+    servers, tmp_path
+):
+    server = await start(servers)
+    (tmp_path / "mint_token.py").write_text(doc_example("mint_token.py"))
+    documented = python_output(["mint_token.py"], tmp_path)
+    client = await connect(server, documented)
+    assert client.welcome["user"] == "alice"
+    assert (await client.subscribe("room:team-red"))["type"] == "subscribed"  # team-*
+    assert (await client.subscribe("room:other"))["code"] == "forbidden"
+    minted = python_output(["-m", "relay.mint", "henry", "--class", "critical"], ROOT)
+    henry = await connect(server, minted)
+    await henry.send("critical", "allowed")
+    assert (await henry.recv_type("message"))["class"] == "critical"
