@@ -16,6 +16,7 @@ from core.config.schema import ConfigError, join, setting
 from core.engine.hooks import Plugin
 from core.engine.services import Replay
 from core.stores.broker import LogPolicy
+from core.wire.entry import Entry
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class HistoryPlugin(Plugin):
             entries = entries[len(entries) - len(frames) :]
             recovered = False if since is not None else None
         return Replay(entries, recovered)
+
+    async def latest(self, channel: str, count: int) -> list[Entry]:
+        """`channel`'s latest `count` messages, up to `size`, none older than `ttl`."""
+        s = self.settings
+        return await self.services.broker.value.recent(channel, min(count, s.size), s.ttl)
 
 
 def newest_within(frames: list[bytes], budget: int) -> list[bytes]:

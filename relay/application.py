@@ -7,6 +7,13 @@ from typing import TYPE_CHECKING
 
 import tornado.web
 
+from handlers.api import (
+    DisconnectHandler,
+    HistoryHandler,
+    NotFoundHandler,
+    PresenceHandler,
+    PublishHandler,
+)
 from handlers.http import HealthHandler, IndexHandler, MetricsHandler, StaticHandler, log_request
 from handlers.websocket import WebSocketHandler
 
@@ -25,6 +32,11 @@ def application(instance: Instance) -> tornado.web.Application:
             (r"/healthz", HealthHandler, {"server": instance}),
             (r"/metrics", MetricsHandler, {"server": instance}),
             (r"/ws", WebSocketHandler, {"server": instance}),
+            (r"/api/publish", PublishHandler, {"server": instance}),
+            (r"/api/presence", PresenceHandler, {"server": instance}),
+            (r"/api/history", HistoryHandler, {"server": instance}),
+            (r"/api/disconnect", DisconnectHandler, {"server": instance}),
+            (r"/api/.*", NotFoundHandler, {"server": instance}),
         ],
         websocket_max_message_size=instance.settings.server.max_message_size,
         compress_response=False,

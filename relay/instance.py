@@ -8,6 +8,7 @@ several instances in one process.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from relay.application import application
 from relay.declarations import declarations
 
 log = logging.getLogger("server")
+
+DISCONNECTED = "disconnected by the app"
 
 
 class Instance:
@@ -71,6 +74,7 @@ class Instance:
         warn_if_unsupported()
         self.stores = await open_stores(s.store, self.instance_id, self.metrics)
         self.hub = Hub(self.stores.local_broker())
+        self.hub.broker.on_control(self._on_control)
         declared = declarations(s)
         services = self.services = Services(
             settings=s,
@@ -142,7 +146,27 @@ class Instance:
 
     def _use_broker(self, broker: Broker) -> None:
         broker.set_log(self.services.log_policy.value)
+        broker.on_control(self._on_control)
         self.hub.use_broker(broker)
+
+    def disconnect(self, user: str) -> int:
+        """Close `user`'s connections here, and tell every other instance to close
+        theirs (the backend API's disconnect); how many were here."""
+        closed = self.dispatcher.disconnect(user, DISCONNECTED)
+        request = {"disconnect": user, "from": self.instance_id}
+        self.hub.broker.publish_control(json.dumps(request).encode())
+        return closed
+
+    def _on_control(self, payload: bytes) -> None:
+        try:
+            request = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(request, dict) or request.get("from") == self.instance_id:
+            return  # not one, or ours: done already
+        user = request.get("disconnect")
+        if isinstance(user, str):
+            self.dispatcher.disconnect(user, DISCONNECTED)
 
     # -- reload ---------------------------------------------------------------------
 

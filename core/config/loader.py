@@ -19,7 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.config.environment import expand
 from core.config.schema import ConfigError, build, describe, join, join_key, unknown_key
-from core.config.settings import SECTIONS, ChannelsSettings, Settings
+from core.config.settings import SECTIONS, ApiSettings, ChannelsSettings, Settings
 
 EMPTY_FILE = "the file is empty (a server needs at least a plugins: block; plugins: {} runs none)"
 
@@ -40,7 +40,7 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         raise ConfigError("", EMPTY_FILE)
     if not isinstance(data, dict):
         raise ConfigError("", f"expected a mapping at the top level, got {describe(data)}")
-    known = [*SECTIONS, "channels", "plugins"]
+    known = [*SECTIONS, "channels", "api", "plugins"]
     for key in data:
         if key not in known:
             raise unknown_key("", key, known)
@@ -81,6 +81,7 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
         plugins=types.MappingProxyType(plugins),
         plugin_classes=types.MappingProxyType(classes),
         channels=channels,
+        api=build(ApiSettings, data.get("api"), "api"),
         source=source,
         **sections,
     )

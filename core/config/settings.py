@@ -128,6 +128,25 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The `api:` block: the backend API under /api/ (404 everywhere when off)."""
+
+    enabled: bool = False
+    keys: tuple[str, ...] = setting([])  # accepted as `Authorization: Bearer KEY`
+
+    def check(self, path: str) -> None:
+        if not self.enabled:
+            return
+        if not self.keys:
+            raise ConfigError(join(path, "keys"), "at least one key when the API is on")
+        for i, key in enumerate(self.keys):
+            if len(key) < 16:
+                raise ConfigError(
+                    join(join(path, "keys"), i), "a key must be at least 16 characters"
+                )
+
+
+@dataclass(frozen=True)
 class NamespaceSettings:
     """One namespace under `channels.namespaces`: what its channels do."""
 
@@ -184,6 +203,7 @@ class Settings:
     plugin_classes: Mapping[str, type]
     # The `channels:` block; None without one (a v1 file: one default channel).
     channels: ChannelsSettings | None = None
+    api: ApiSettings = ApiSettings()
     source: str = "config.yaml"
 
     def enabled_plugins(self) -> list[tuple[str, Any]]:

@@ -219,6 +219,13 @@ class Dispatcher:
         if conn is not None and conn.admitted and self.hooks.wants_pongs():
             self._background(self.hooks.pong(conn, data))
 
+    def disconnect(self, user: str, reason: str) -> int:
+        """Close every connection of `user` here (forbidden, 1008); how many."""
+        mine = [c for c in self.hub.connections() if c.user == user and not c.closing]
+        for conn in mine:
+            conn.fail(frames.FORBIDDEN, reason, frames.CLOSE_POLICY)
+        return len(mine)
+
     # -- close ----------------------------------------------------------------------
 
     def close(self, conn: Connection | None) -> None:

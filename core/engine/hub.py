@@ -148,9 +148,12 @@ class Hub:
 
     # -- messages -------------------------------------------------------------------
 
-    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
-        """Send a message to `channel`'s subscribers on every instance the broker reaches."""
-        self.broker.publish(channel, priority, tail, ts, cls)
+    def publish(
+        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+    ) -> asyncio.Future:
+        """Send a message to `channel`'s subscribers on every instance the broker
+        reaches; a future of its id."""
+        return self.broker.publish(channel, priority, tail, ts, cls)
 
     def deliver(self, entry: Entry) -> None:
         """Take one entry from the broker; fan-out happens once per loop turn."""

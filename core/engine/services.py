@@ -43,6 +43,9 @@ class History(Protocol):
         """`channel`'s messages after `since` (or its latest ones without it), whose
         frames take at most `budget` bytes together."""
 
+    async def latest(self, channel: str, count: int) -> list[Entry]:
+        """`channel`'s latest `count` messages (at most what the history keeps)."""
+
 
 class Slot(Generic[T]):
     """Something the engine asks of features: a default, at most one provider."""

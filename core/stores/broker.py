@@ -15,6 +15,7 @@ implementations:
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ class Recovery:
 
 
 Deliver = Callable[[Entry], None]
+Control = Callable[[bytes], None]
 
 
 class Broker(abc.ABC):
@@ -46,10 +48,20 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
 
     def attach(self, deliver: Deliver) -> None:
         """Where delivered entries go (the hub)."""
         self._deliver = deliver
+
+    def on_control(self, control: Control) -> None:
+        """Where control messages (`publish_control`, from any instance) go."""
+        self._control = control
+
+    def publish_control(self, payload: bytes) -> None:
+        """Tell every instance, this one included, `payload` (a disconnect, say)."""
+        if self._control is not None:
+            self._control(payload)
 
     async def start(self) -> None:
         """Begin delivering. Called once, before any publish."""
@@ -68,8 +80,11 @@ class Broker(abc.ABC):
         """Stop delivering `channel`'s messages (nobody here listens any more)."""
 
     @abc.abstractmethod
-    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
-        """Order and distribute a message. Never blocks; never raises on store errors."""
+    def publish(
+        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+    ) -> asyncio.Future:
+        """Order and distribute a message; a future of its id (callers may ignore it).
+        Never blocks; never raises on store errors."""
 
     @abc.abstractmethod
     def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,8 +32,12 @@ class MemoryBroker(Broker):
                 channel: deque(log, maxlen=size) for channel, log in self._logs.items() if size
             }
 
-    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
+    def publish(
+        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+    ) -> asyncio.Future:
         entry = Entry.from_tail(self._ids.next(), priority, tail, ts, kind=cls, channel=channel)
+        published = asyncio.get_running_loop().create_future()
+        published.set_result(entry.id)
         if self._size:
             log = self._logs.get(channel)
             if log is None:
@@ -40,6 +45,7 @@ class MemoryBroker(Broker):
             log.append(entry)
         if self._deliver is not None:
             self._deliver(entry)
+        return published
 
     def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:
         if self._deliver is not None:

@@ -96,6 +96,8 @@ class RedisBroker(Broker):
         self.keys = keys
         self._channels: dict[str, _Channel] = {}
         self._by_pubsub: dict[bytes, _Channel] = {}
+        # Every instance listens to this one, whatever its clients are in.
+        self._control_channel = keys.control()
         self.set_log(policy)
         self.wall = wall
         self._local_ids = IdClock(wall)
@@ -129,19 +131,23 @@ class RedisBroker(Broker):
 
     # -- publishing -----------------------------------------------------------------
 
-    def publish(self, channel: str, priority: int, tail: bytes, ts: float, cls: str) -> None:
+    def publish(
+        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+    ) -> asyncio.Future:
+        published = asyncio.get_running_loop().create_future()
         if not self.link.up:
-            self._deliver_locally(channel, priority, tail, ts, cls)
-            return
+            published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
+            return published
         future = self.link.script(
             "publish",
             [self.keys.history(channel), self.keys.channel(channel)],
             [tail, priority, cls, self.size, self.ttl_ms],
         )
         message = (channel, priority, tail, ts, cls)
-        future.add_done_callback(lambda f: self._published(f, message))
+        future.add_done_callback(lambda f: self._published(f, message, published))
+        return published
 
-    def _published(self, future: asyncio.Future, message: tuple) -> None:
+    def _published(self, future: asyncio.Future, message: tuple, published: asyncio.Future) -> None:
         channel, priority, tail, ts, cls = message
         error = future.exception()
         if error is not None:
@@ -149,12 +155,13 @@ class RedisBroker(Broker):
                 said = self.link.log_limit.allow("publish")
                 if said is not None:
                     log.error("publishing to Redis failed: %s%s", error, said)
-            self._deliver_locally(channel, priority, tail, ts, cls)
+            published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
             return
+        message_id = future.result().decode()
+        published.set_result(message_id)
         state = self._channels.get(channel)
         if state is None:
             return  # nobody here listens: its echo is not awaited
-        message_id = future.result().decode()
         key = parse_id(message_id)
         if key is not None and state.last_key is not None and key <= state.last_key:
             return  # its echo came back before the reply did
@@ -180,11 +187,18 @@ class RedisBroker(Broker):
 
     def _deliver_locally(
         self, channel: str, priority: int, tail: bytes, ts: float, cls: str
-    ) -> None:
+    ) -> str:
+        local_id = "L" + self._local_ids.next()
         if self._deliver is not None and channel in self._channels:
-            local_id = "L" + self._local_ids.next()
             entry = Entry.from_tail(local_id, priority, tail, ts, kind=cls, channel=channel)
             self._deliver(entry)
+        return local_id
+
+    def publish_control(self, payload: bytes) -> None:
+        if not self.link.up:
+            super().publish_control(payload)  # this instance, at least
+            return
+        self.link.call("PUBLISH", self._control_channel, payload).add_done_callback(_ignore)
 
     def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:
         if self.link.up:
@@ -296,19 +310,18 @@ class RedisBroker(Broker):
                 if state.confirmed is None or state.confirmed.done():
                     state.confirmed = asyncio.get_running_loop().create_future()
             early: list = []  # live messages that came with the replies: after recovery
-            if wanted:
-                names = [state.pubsub for state in wanted]
-                await conn.send_packed_command(pack_command(("SUBSCRIBE", *names)))
-                confirmed = 0
-                while confirmed < len(wanted):
-                    reply = await conn.read_response(timeout=COMMAND_TIMEOUT)
-                    if reply is None:
-                        raise LinkDown("no reply to SUBSCRIBE")
-                    if reply[0] == b"subscribe":
-                        confirmed += 1
-                        self._on_reply(reply)
-                    else:
-                        early.append(reply)
+            names = [self._control_channel, *(state.pubsub for state in wanted)]
+            await conn.send_packed_command(pack_command(("SUBSCRIBE", *names)))
+            confirmed = 0
+            while confirmed < len(names):
+                reply = await conn.read_response(timeout=COMMAND_TIMEOUT)
+                if reply is None:
+                    raise LinkDown("no reply to SUBSCRIBE")
+                if reply[0] == b"subscribe":
+                    confirmed += 1
+                    self._on_reply(reply)
+                else:
+                    early.append(reply)
             self._conn = conn
             gone = [s.pubsub for s in wanted if self._channels.get(s.name) is not s]
             if gone:  # unsubscribed while this connection was being set up
@@ -332,6 +345,8 @@ class RedisBroker(Broker):
             state = self._by_pubsub.get(reply[1])
             if state is not None:
                 self._on_message(state, reply[2])
+            elif reply[1] == self._control_channel.encode() and self._control is not None:
+                self._control(reply[2])
         elif kind == b"subscribe":
             state = self._by_pubsub.get(reply[1])
             if state is not None and state.confirmed is not None and not state.confirmed.done():

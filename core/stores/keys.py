@@ -39,6 +39,11 @@ class Keys:
         """Hash of one instance's connection count per client IP."""
         return f"{self.prefix}connections:{instance_id}"
 
+    def control(self) -> str:
+        """Pub/sub channel every instance listens to: requests for all of them (the
+        backend API's disconnect)."""
+        return f"{self.prefix}control"
+
     def probe(self) -> str:
         """A string written with a one-second expiry to check that Redis takes writes."""
         return f"{self.prefix}probe"

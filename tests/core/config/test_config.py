@@ -273,7 +273,7 @@ def test_top_level_must_be_a_mapping(tmp_path):
         ({"plugin": {}}, "plugin: unknown key (did you mean 'plugins'?)"),
         (
             {"zzz": 1},
-            "zzz: unknown key (expected one of: server, store, logging, channels, plugins)",
+            "zzz: unknown key (expected one of: server, store, logging, channels, api, plugins)",
         ),
         ({"server": {"prot": 8200}}, "server.prot: unknown key (did you mean 'port'?)"),
         (

@@ -143,7 +143,7 @@ async def test_an_instance_listens_only_to_channels_it_has_subscribers_in(redis_
     r = redis_server.client()
 
     def listened() -> set[str]:
-        return {c.decode() for c in r.pubsub_channels(f"{key_prefix}*")}
+        return {c.decode() for c in r.pubsub_channels(f"{key_prefix}{{*")}
 
     await b.subscribe("room:a")
     await b.subscribe("room:b")
