@@ -12,33 +12,15 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import time
-from typing import Any
-
-import tornado.web
-from tornado.httputil import responses
 
 from core.wire import frames
 from core.wire.channels import is_channel_name
-
-log = logging.getLogger("api")
-
-
-class BadRequest(Exception):
-    """A request the API cannot take: 400 with the offending field."""
-
-    def __init__(self, field: str, error: str) -> None:
-        super().__init__(error)
-        self.field = field
-        self.error = error
+from handlers.json_http import BadRequest, JsonHandler
 
 
-class ApiHandler(tornado.web.RequestHandler):
-    """The shared part: the API switch, the key, JSON in and out."""
-
-    def initialize(self, server: Any) -> None:
-        self.server = server
+class ApiHandler(JsonHandler):
+    """The shared part: the API switch and the key."""
 
     def prepare(self) -> None:
         api = self.server.settings.api
@@ -51,42 +33,6 @@ class ApiHandler(tornado.web.RequestHandler):
             hmac.compare_digest(key.encode(), k.encode()) for k in api.keys
         ):
             self.answer(401, {"error": "unauthorized"})
-
-    def answer(self, status: int, body: dict) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body, ensure_ascii=False))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(error, BadRequest):
-            self.answer(400, {"error": error.error, "field": error.field})
-        elif status_code == 405:
-            self.answer(405, {"error": "method not allowed"})
-        else:
-            self.answer(status_code, {"error": responses.get(status_code, "error").lower()})
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, (BadRequest, tornado.web.HTTPError)):
-            return  # answered; not an error of the server
-        log.error("error on %s", self.request.path, exc_info=(typ, value, tb))
-
-    def body(self) -> dict:
-        try:
-            data = json.loads(self.request.body or b"null")
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise BadRequest("body", "the body must be a JSON object")
-        return data
-
-    @staticmethod
-    def string(data: dict, field: str) -> str:
-        value = data.get(field)
-        if not isinstance(value, str) or not value:
-            raise BadRequest(field, f"'{field}' must be a non-empty string")
-        return value
 
     def channel(self, name: object, need: str | None = None) -> str:
         """A channel the API may use: a valid name in a listed namespace (with `need`,

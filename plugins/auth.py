@@ -52,6 +52,9 @@ class AuthSettings:
     anonymous: bool = False
     restricted_classes: tuple[str, ...] = setting(["critical"])
     leeway: float = setting(5.0, ge=0, le=300)  # seconds of clock skew allowed on exp
+    # For demos only: POST /auth/dev-token {"user": NAME} signs a token for anyone who asks.
+    dev_tokens: bool = False
+    dev_token_ttl: float = setting(3600.0, gt=0, le=86400)
 
     def check(self, path: str) -> None:
         for i, algorithm in enumerate(self.algorithms):
@@ -67,6 +70,11 @@ class AuthSettings:
                 join(path, "algorithms"),
                 "mix of HS* and public-key algorithms: a token could pick its own way to be "
                 "checked",
+            )
+        if self.dev_tokens and not HMAC & set(self.algorithms):
+            raise ConfigError(
+                join(path, "dev_tokens"),
+                "needs an HS* algorithm: the server signs dev tokens with the secret",
             )
         if HMAC & set(self.algorithms):
             if not self.secret:
@@ -119,11 +127,39 @@ class AuthPlugin(Plugin):
         self._key = settings.public_key()
         self._grants: dict[Connection, Grant | None] = {}  # None: a guest
         self._expiries: dict[Connection, asyncio.TimerHandle] = {}
+        self._warn_of_dev_tokens()
 
     def on_reload(self, settings: AuthSettings) -> None:
         """New keys and rules apply to new tokens (and refreshes)."""
         self.settings = settings
         self._key = settings.public_key()
+        self._warn_of_dev_tokens()
+
+    def _warn_of_dev_tokens(self) -> None:
+        if self.settings.dev_tokens:
+            self.log.warning(
+                "plugins.auth.dev_tokens is on: anyone can sign in as anyone "
+                "(POST /auth/dev-token); for demos only, never in production"
+            )
+
+    def dev_token(
+        self, user: str, channels: list[str] | None, classes: list[str]
+    ) -> tuple[str, float] | None:
+        """A token for `user` and its expiry, signed as the app would (None unless
+        `dev_tokens` is on)."""
+        s = self.settings
+        if not s.dev_tokens:
+            return None
+        exp = int(self.services.wall() + s.dev_token_ttl)
+        claims: dict[str, Any] = {"sub": user, "exp": exp, "classes": classes}
+        if channels is not None:
+            claims["channels"] = channels
+        if s.audience is not None:
+            claims["aud"] = s.audience
+        if s.issuer is not None:
+            claims["iss"] = s.issuer
+        algorithm = next(a for a in s.algorithms if a in HMAC)
+        return jwt.encode(claims, s.secret, algorithm=algorithm), exp
 
     def verify(self, token: str) -> Grant:
         """The token's grant; jwt.InvalidTokenError if it is not a valid one."""

@@ -14,6 +14,7 @@ from handlers.api import (
     PresenceHandler,
     PublishHandler,
 )
+from handlers.dev_tokens import DevTokenHandler
 from handlers.http import HealthHandler, IndexHandler, MetricsHandler, StaticHandler, log_request
 from handlers.websocket import WebSocketHandler
 
@@ -37,6 +38,7 @@ def application(instance: Instance) -> tornado.web.Application:
             (r"/api/history", HistoryHandler, {"server": instance}),
             (r"/api/disconnect", DisconnectHandler, {"server": instance}),
             (r"/api/.*", NotFoundHandler, {"server": instance}),
+            (r"/auth/dev-token", DevTokenHandler, {"server": instance}),
         ],
         websocket_max_message_size=instance.settings.server.max_message_size,
         compress_response=False,

@@ -197,4 +197,3 @@ def setting(default: Any = dataclasses.MISSING, **constraints: Any) -> Any:
     else:
         return dataclasses.field(default=default, metadata=constraints)
     return dataclasses.field(default_factory=lambda: frozen, metadata=constraints)
-    return dataclasses.field(default=default, metadata=constraints)
