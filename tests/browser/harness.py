@@ -111,6 +111,29 @@ class ClientPage:
         self.page.fill("#text", text)
         self.page.press("#text", "Enter")
 
+    def join(self, name: str) -> None:
+        """Type a room name into the join form and submit it (the form is in the sidebar,
+        which a narrow page shows as a drawer: opened first)."""
+        if self.testid("sidebar-open").is_visible():
+            self.testid("sidebar-open").click()
+        self.testid("join-input").fill(name)
+        self.testid("join-input").press("Enter")
+
+    def write_to(self, user: str) -> None:
+        """Open a direct-message conversation from the people list of the room on screen
+        (a drawer below desktop widths: opened first)."""
+        if self.testid("people-open").is_visible():
+            self.testid("people-open").click()
+        person = self.testid("people-list").locator(f'[data-testid=person][data-user="{user}"]')
+        person.get_by_test_id("person-dm").click()
+
+    def open_conversation(self, key: str) -> None:
+        """Show a conversation: a channel's name, or "dm:<user>"; "default" is the
+        default channel."""
+        if self.testid("sidebar-open").is_visible():
+            self.testid("sidebar-open").click()
+        self.conversation(key).click()
+
     # -- reading ----------------------------------------------------------------------
 
     def testid(self, name: str):
@@ -135,6 +158,44 @@ class ClientPage:
 
     def client_id(self) -> str:
         return self.testid("client-id").inner_text()
+
+    def user(self) -> str:
+        """Who this page is: without authentication, its client id."""
+        return self.client_id()
+
+    def conversation(self, key: str):
+        """The sidebar entry of a conversation (see `open_conversation`)."""
+        return self.page.locator(f'[data-testid=conversation][data-key="{key}"]')
+
+    def unread(self, key: str):
+        return self.conversation(key).get_by_test_id("unread")
+
+    @property
+    def title(self):
+        return self.testid("channel-title")
+
+    @property
+    def people(self):
+        """The people list of the room on screen: one entry per user, `data-user`."""
+        return self.testid("people-list").get_by_test_id("person")
+
+    def people_users(self) -> list[str]:
+        return [p.get_attribute("data-user") for p in self.people.all()]
+
+    def received(self, **match) -> list[dict]:
+        """Every frame this page received, on any of its sockets, whose keys match."""
+        return [
+            frame
+            for frames in self.frames
+            for frame in frames
+            if all(frame.get(k) == v for k, v in match.items())
+        ]
+
+    def page_width(self) -> list[int]:
+        """[scrollWidth, clientWidth] of the document: equal when nothing sticks out."""
+        return self.page.evaluate(
+            "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
 
     def message_frames(self, socket_index: int) -> list[dict]:
         return [f for f in self.frames[socket_index] if f.get("type") == "message"]
