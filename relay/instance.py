@@ -51,6 +51,8 @@ class Instance:
             settings.server.trusted_proxies, settings.server.ipv6_prefix
         )
         self.draining = False
+        # One of `server.workers` processes listening on the same port (SO_REUSEPORT).
+        self.shares_port = settings.server.workers > 1
         self.stores: Stores | None = None
         self.hub: Hub | None = None
         self.hooks: HookRunner | None = None
@@ -124,7 +126,9 @@ class Instance:
                 idle_connection_timeout=s.server.handshake_timeout,
                 body_timeout=s.server.handshake_timeout,
             )
-            sockets = tornado.netutil.bind_sockets(s.server.port, s.server.host)
+            sockets = tornado.netutil.bind_sockets(
+                s.server.port, s.server.host, reuse_port=self.shares_port
+            )
         except BaseException:
             await self._release()
             raise
@@ -183,6 +187,7 @@ class Instance:
                 ("server.host", old.server.host, settings.server.host),
                 ("server.port", old.server.port, settings.server.port),
                 ("server.instance_id", old.instance_id, settings.instance_id),
+                ("server.workers", old.server.workers, settings.server.workers),
                 ("store", old.store, settings.store),
             )
             if before != after
@@ -268,6 +273,11 @@ class Instance:
             await self.stopped.wait()
             return
         self.draining = True
+        if self.shares_port and self.http is not None:
+            # While it listens, the kernel keeps giving this worker its share of new
+            # connections, only to be turned away: closed, they go to the workers still
+            # serving (or are refused once every worker drains).
+            self.http.stop()
         timeout = self.settings.server.shutdown_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -10,6 +10,7 @@ from tornado.httpclient import HTTPClientError
 from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.raw_ws import RawWebSocket
+from tests.support.redis_counts import address_counts
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import until
 from tests.support.ws_client import WsClient
@@ -56,7 +57,7 @@ async def test_while_draining_health_says_503_and_new_clients_are_turned_away(
     stubborn = await RawWebSocket.connect(server.port)  # will not answer the close frame
     await stubborn.read_json()
     r = redis_server.client()
-    assert r.hgetall(f"{key_prefix}connections:drainer") == {b"127.0.0.1": b"1"}
+    assert address_counts(r, key_prefix, "127.0.0.1") == {"drainer": 1}
     server.signal(signal.SIGTERM)
     status, health = await until(lambda: draining(server), timeout=1)
     assert (status, health["status"]) == (503, "draining")
@@ -66,7 +67,7 @@ async def test_while_draining_health_says_503_and_new_clients_are_turned_away(
     assert await stubborn.close_code() == 1001
     assert server.wait() == 0
     # The instance's share of the per-IP counts is gone with it.
-    assert r.exists(f"{key_prefix}connections:drainer") == 0
+    assert address_counts(r, key_prefix, "127.0.0.1") == {}
     assert b"drainer" not in r.zrange(f"{key_prefix}instances", 0, -1)
     with pytest.raises(OSError):
         server.health()  # nobody listens any more

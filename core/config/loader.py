@@ -77,6 +77,13 @@ def _parse(data: object, registry: Mapping[str, type], source: str) -> Settings:
     channels = None
     if "channels" in data:
         channels = build(ChannelsSettings, data["channels"], "channels")
+    store = sections["store"]
+    if sections["server"].workers > 1 and not store.uses_redis:
+        raise ConfigError(
+            "server.workers",
+            f"{sections['server'].workers} workers need store.backend: redis (or a cluster or "
+            f"sentinels) to share connections and limits; backend is {store.backend}",
+        )
     return Settings(
         plugins=types.MappingProxyType(plugins),
         plugin_classes=types.MappingProxyType(classes),

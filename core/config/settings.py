@@ -31,6 +31,8 @@ class ServerSettings:
     shutdown_timeout: float = setting(5.0, gt=0)
     # Seconds a TCP connection has to complete its HTTP request or WebSocket upgrade.
     handshake_timeout: float = setting(10.0, gt=0)
+    # Processes sharing the port (SO_REUSEPORT), each an instance `{instance_id}/{k}`.
+    workers: int = setting(1, ge=1, le=256)
 
     def check(self, path: str) -> None:
         if self.max_queued_bytes < 2 * self.max_message_size:
@@ -86,8 +88,48 @@ class StoreSettings:
     key_prefix: str = "ws:"
     # Seconds an instance's connection counts outlive it if it dies without cleaning up.
     instance_ttl: float = setting(30.0, ge=1, le=60)
+    # Seed nodes of a Redis Cluster ("host:port"): sharded pub/sub; redis_url is ignored.
+    redis_cluster: tuple[str, ...] = setting([])
+    # Sentinels ("host:port") that know the master named redis_sentinel_master.
+    redis_sentinels: tuple[str, ...] = setting([])
+    redis_sentinel_master: str | None = setting(None, non_empty=True)
+
+    @property
+    def topology(self) -> Literal["single", "cluster", "sentinel"]:
+        """Which kind of Redis the redis backend talks to."""
+        if self.redis_cluster:
+            return "cluster"
+        return "sentinel" if self.redis_sentinels else "single"
+
+    @property
+    def uses_redis(self) -> bool:
+        """The redis backend for certain: `redis`, or a cluster or sentinels given."""
+        return self.backend == "redis" or self.topology != "single"
 
     def check(self, path: str) -> None:
+        for name in ("redis_cluster", "redis_sentinels"):
+            for i, node in enumerate(getattr(self, name)):
+                if _address_problem(node):
+                    raise ConfigError(
+                        join(join(path, name), i),
+                        f"expected host:port, got {describe(node)} ({_address_problem(node)})",
+                    )
+        if self.redis_cluster and self.redis_sentinels:
+            raise ConfigError(
+                join(path, "redis_sentinels"),
+                "set redis_cluster or redis_sentinels, not both",
+            )
+        if self.topology != "single" and self.backend == "memory":
+            raise ConfigError(
+                join(path, "backend"),
+                f"memory, but {'redis_cluster' if self.redis_cluster else 'redis_sentinels'} "
+                "is set (it needs backend: redis)",
+            )
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ConfigError(
+                join(path, "redis_sentinel_master"),
+                "required with redis_sentinels: the name the sentinels monitor",
+            )
         where = join(path, "redis_url")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
@@ -98,6 +140,18 @@ class StoreSettings:
         if problem:
             # The URL is not shown: it may hold a password.
             raise ConfigError(where, f"not a usable Redis URL: {problem}")
+
+
+def _address_problem(node: object) -> str | None:
+    """What is wrong with a "host:port" entry, or None."""
+    if not isinstance(node, str):
+        return "not a string"
+    host, sep, port = node.rpartition(":")
+    if not sep or not host:
+        return "no host"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return "the port must be a number from 1 to 65535"
+    return None
 
 
 def _redis_url_problem(url: str) -> str | None:

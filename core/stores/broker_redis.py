@@ -22,6 +22,7 @@ not delivered twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -29,13 +30,13 @@ import time
 from collections.abc import Callable
 
 from hiredis import pack_command
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from core.stores.broker import Broker, LogPolicy, Recovery
 from core.stores.keys import Keys
-from core.stores.redis_link import COMMAND_TIMEOUT, LinkDown, RedisLink, redact
+from core.stores.redis_link import COMMAND_TIMEOUT, DEADLINE, LinkDown, RedisLink, redact
 from core.wire.entry import Entry
-from core.wire.frames import event_payload, split_event
+from core.wire.frames import MESSAGE_HEAD, event_payload, split_event
 from core.wire.ids import IdClock, parse_id
 
 log = logging.getLogger("pubsub")
@@ -57,12 +58,16 @@ class _Channel:
 
     __slots__ = (
         "confirmed",
+        "doubtful",
         "early",
+        "held",
         "history_key",
         "last_key",
+        "listener",
         "name",
         "pubsub",
         "recent",
+        "trail",
         "unechoed",
     )
 
@@ -77,12 +82,25 @@ class _Channel:
         self.unechoed: dict[str, Entry] = {}
         # Ids delivered locally because their echo was lost: skipped if they turn up.
         self.early: dict[str, tuple[int, int] | None] = {}
+        # Tails (the frame after its id) of own messages delivered locally when their
+        # publish got no reply: Redis may have run it (a node frozen, or killed with the
+        # command read), and then they turn up with an id nobody knew: skipped then.
+        self.doubtful: dict[bytes, None] = {}
         self.confirmed: asyncio.Future | None = None  # the SUBSCRIBE's reply
+        # Sharded pub/sub only: the shard connection it is heard on; live messages held
+        # back while a recovery runs; the ids delivered last (to find the cursor again
+        # after a failover).
+        self.listener = None
+        self.held: list[bytes] | None = None
+        self.trail: collections.deque[tuple[int, int]] | None = None
 
 
 class RedisBroker(Broker):
     """Orders messages in Redis streams and fans them out through one subscription
     connection, subscribed to the channels that have local subscribers."""
+
+    # PUBLISH / SUBSCRIBE; a Redis Cluster's broker uses the sharded commands.
+    PUBLISH = "PUBLISH"
 
     def __init__(
         self,
@@ -141,7 +159,15 @@ class RedisBroker(Broker):
         future = self.link.script(
             "publish",
             [self.keys.history(channel), self.keys.channel(channel)],
-            [tail, priority, cls, self.size, self.ttl_ms],
+            [
+                tail,
+                priority,
+                cls,
+                self.size,
+                self.ttl_ms,
+                int(self.PUBLISH == "SPUBLISH"),
+                DEADLINE,
+            ],
         )
         message = (channel, priority, tail, ts, cls)
         future.add_done_callback(lambda f: self._published(f, message, published))
@@ -155,9 +181,24 @@ class RedisBroker(Broker):
                 said = self.link.log_limit.allow("publish")
                 if said is not None:
                     log.error("publishing to Redis failed: %s%s", error, said)
+            state = self._channels.get(channel)
+            if state is not None and not isinstance(error, ResponseError):
+                # No reply: whether Redis ran the script is unknown.
+                state.doubtful[tail] = None
+                if len(state.doubtful) > UNECHOED_MAX:
+                    del state.doubtful[next(iter(state.doubtful))]
             published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
             return
-        message_id = future.result().decode()
+        reply = future.result()
+        if reply is None:
+            # Redis ran it after this instance had stopped waiting (it was frozen or
+            # failing over): it did nothing; the outage rule applies.
+            said = self.link.log_limit.allow("late")
+            if said is not None:
+                log.warning("a publish reached Redis too late and was dropped there%s", said)
+            published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
+            return
+        message_id = reply.decode()
         published.set_result(message_id)
         state = self._channels.get(channel)
         if state is None:
@@ -170,8 +211,12 @@ class RedisBroker(Broker):
         state.unechoed[message_id] = entry
         if len(state.unechoed) > UNECHOED_MAX:
             del state.unechoed[next(iter(state.unechoed))]
-        if not self.subscribed:
+        if not self._listening(state):
             self._release_unechoed(state)
+
+    def _listening(self, state: _Channel) -> bool:
+        """Whether the channel's messages reach this instance now."""
+        return self.subscribed
 
     def _release_unechoed(self, state: _Channel) -> None:
         """The subscription is gone: deliver own messages whose echo it took with it."""
@@ -198,12 +243,12 @@ class RedisBroker(Broker):
         if not self.link.up:
             super().publish_control(payload)  # this instance, at least
             return
-        self.link.call("PUBLISH", self._control_channel, payload).add_done_callback(_ignore)
+        self.link.call(self.PUBLISH, self._control_channel, payload).add_done_callback(_ignore)
 
     def publish_event(self, channel: str, origin: str, frame_json: bytes) -> None:
         if self.link.up:
             payload = event_payload(origin, frame_json)
-            future = self.link.call("PUBLISH", self.keys.channel(channel), payload)
+            future = self.link.call(self.PUBLISH, self.keys.channel(channel), payload)
             future.add_done_callback(
                 lambda f: self._event_published(f, channel, origin, frame_json)
             )
@@ -386,11 +431,18 @@ class RedisBroker(Broker):
             if state.last_key is not None and key <= state.last_key:
                 return  # already delivered by a recovery
             state.last_key = key
+            if state.trail is not None:
+                state.trail.append(key)
             self._remember(state, entry)
         state.unechoed.pop(entry.id, None)
         if entry.id in state.early:
             del state.early[entry.id]
             return  # delivered locally when its echo was lost
+        if state.doubtful:
+            tail = entry.payload[len(MESSAGE_HEAD) + len(entry.id) + 2 :]
+            if tail in state.doubtful:
+                del state.doubtful[tail]
+                return  # delivered locally when its publish got no reply
         if self._deliver is not None:
             self._deliver(entry)
 

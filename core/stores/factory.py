@@ -12,6 +12,8 @@ from core.ops.metrics import Metrics
 from core.stores.broker import Broker
 from core.stores.broker_memory import MemoryBroker
 from core.stores.broker_redis import RedisBroker
+from core.stores.broker_sharded import ShardedRedisBroker
+from core.stores.cluster_link import ClusterLink
 from core.stores.connections import ConnectionCounter
 from core.stores.connections_memory import MemoryConnectionCounter
 from core.stores.connections_redis import RedisConnectionCounter
@@ -24,6 +26,7 @@ from core.stores.ratelimit import RateLimiter
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from core.stores.ratelimit_redis import RedisRateLimiter
 from core.stores.redis_link import RedisLink, redact
+from core.stores.sentinel_link import SentinelLink
 from core.stores.sessions import SessionStore
 from core.stores.sessions_memory import MemorySessionStore
 from core.stores.sessions_redis import RedisSessionStore
@@ -38,8 +41,7 @@ SCRIPTS = (
     "publish",
     "ratelimit",
     "connection_acquire",
-    "connection_release",
-    "instance_sync",
+    "connection_set",
     "instance_alive",
     "session_resume",
     "session_message",
@@ -158,6 +160,8 @@ class RedisStores(Stores):
         )
 
     def shared_broker(self) -> Broker | None:
+        if isinstance(self.link, ClusterLink):
+            return ShardedRedisBroker(self.link, self.keys, None)
         return RedisBroker(self.link, self.keys, None)
 
     @property
@@ -175,11 +179,22 @@ async def open_stores(settings: StoreSettings, instance_id: str, metrics: Metric
     if settings.backend == "memory":
         return memory_stores()
     keys = Keys(settings.key_prefix)
-    link = RedisLink(settings.redis_url, metrics, SCRIPTS, keys.probe())
-    where = redact(settings.redis_url)
+    link: RedisLink | ClusterLink
+    if settings.topology == "cluster":
+        link = ClusterLink(settings.redis_cluster, metrics, SCRIPTS, keys.probe())
+        where = link.url
+    elif settings.topology == "sentinel":
+        assert settings.redis_sentinel_master is not None  # checked with the settings
+        link = SentinelLink(
+            settings.redis_sentinels, settings.redis_sentinel_master, metrics, SCRIPTS, keys.probe()
+        )
+        where = link.url
+    else:
+        link = RedisLink(settings.redis_url, metrics, SCRIPTS, keys.probe())
+        where = redact(settings.redis_url)
     if await link.connect():
         log.info("using Redis at %s", where)
-    elif settings.backend == "auto":
+    elif settings.backend == "auto" and not settings.uses_redis:
         log.warning(
             "Redis at %s does not answer: using the memory store (limits per instance, "
             "no sharing between instances); still trying Redis",

@@ -27,7 +27,8 @@ class Keys:
         return f"{self.prefix}ratelimit:{{{group}}}" + (f":{bucket}" if bucket else "")
 
     def instances(self) -> str:
-        """Sorted set of live instances, scored by when they stop counting (ms)."""
+        """Sorted set of live instances, scored by when they stop counting (ms): for
+        operators to see who is out there."""
         return f"{self.prefix}instances"
 
     def instance_claim(self, instance_id: str) -> str:
@@ -35,9 +36,10 @@ class Keys:
         seconds after it stops refreshing it)."""
         return f"{self.prefix}instance:{instance_id}"
 
-    def connections(self, instance_id: str) -> str:
-        """Hash of one instance's connection count per client IP."""
-        return f"{self.prefix}connections:{instance_id}"
+    def connections(self, address: str) -> str:
+        """Hash of one client address's connections: per instance, "<count> <expiry
+        ms>". The address is the hash tag."""
+        return f"{self.prefix}connections:{{{address}}}"
 
     def control(self) -> str:
         """Pub/sub channel every instance listens to: requests for all of them (the

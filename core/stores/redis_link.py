@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,32 @@ COMMAND_TIMEOUT = 2.0  # seconds before a silent Redis counts as down
 MONITOR_EVERY = 1.0  # seconds between health PINGs
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+
+
+class _Deadline:
+    """The placeholder `DEADLINE` (see there)."""
+
+    def __repr__(self) -> str:
+        return "DEADLINE"
+
+
+# Put last in a command's arguments, it is replaced, when the command is sent, by the
+# moment (milliseconds, on Redis's clock) this instance stops waiting for the reply. A
+# script given it refuses to run later: a command held up in a frozen Redis, or behind a
+# failover, and run when nobody waits for it any more, must not take effect (the
+# instance has already treated it as refused).
+DEADLINE = _Deadline()
+
+# Every connection to a Redis holding data, however it is found.
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": COMMAND_TIMEOUT,
+    "socket_connect_timeout": COMMAND_TIMEOUT,
+    # RESP2: pub/sub messages arrive as plain replies, in order, on our read.
+    "protocol": 2,
+    # No CLIENT SETINFO on connect: one round trip less, and no handshake read that
+    # could outlast a shutdown cut short.
+    "driver_info": None,
+}
 
 
 class LinkDown(Exception):
@@ -97,22 +124,18 @@ class RedisLink:
         metrics: Metrics,
         scripts: Sequence[str] = (),
         probe_key: str = "relay:probe",
+        reports: bool = True,
     ) -> None:
         self.url = url
+        # False for one master of a cluster: the cluster link reports the whole.
+        self.reports = reports
         # Written (with a one-second expiry) to tell a Redis that takes writes.
         self.probe_key = probe_key
         self.metrics = metrics
-        self._pool = ConnectionPool.from_url(
-            url,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=COMMAND_TIMEOUT,
-            # RESP2: pub/sub messages arrive as plain replies, in order, on our read.
-            protocol=2,
-            # No CLIENT SETINFO on connect: one round trip less, and no handshake read
-            # that could outlast a shutdown cut short.
-            driver_info=None,
-        )
+        self._pool = self._make_pool()
         self._conn: AbstractConnection | None = None
+        # Redis's clock minus ours (ms), measured at each connect.
+        self.clock_offset_ms = 0.0
         self.scripts = {name: Script.load(name) for name in scripts}
         self.up = False
         self._up_event = asyncio.Event()
@@ -126,6 +149,11 @@ class RedisLink:
         self._closed = False
         # Down and back, and failures of commands nobody waits for, can repeat quickly.
         self.log_limit = LogLimit()
+
+    def _make_pool(self) -> ConnectionPool:
+        """Where connections come from: here `self.url`; through Sentinel in
+        SentinelLink."""
+        return ConnectionPool.from_url(self.url, **CONNECTION_OPTIONS)
 
     @property
     def state(self) -> str:
@@ -152,7 +180,11 @@ class RedisLink:
         conn = self._pool.make_connection()
         try:
             await conn.connect()
-            (probe,) = await self._roundtrip(conn, [self._probe()])
+            sent = time.time()
+            probe, now = await self._roundtrip(conn, [self._probe(), ("TIME",)])
+            if isinstance(now, list):
+                redis_ms = int(now[0]) * 1000 + int(now[1]) / 1000
+                self.clock_offset_ms = redis_ms - (sent + time.time()) * 500
             if isinstance(probe, ResponseError):
                 raise probe  # answers, but refuses writes: still down
             await self._load_scripts(conn)
@@ -202,7 +234,8 @@ class RedisLink:
     def _set_up(self, up: bool) -> None:
         was = self.up
         self.up = up
-        self.metrics.redis_up.set(1 if up else 0)
+        if self.reports:
+            self.metrics.redis_up.set(1 if up else 0)
         if up:
             self._up_event.set()
         else:
@@ -233,7 +266,8 @@ class RedisLink:
         delay = BACKOFF_FIRST
         while not self._closed and not self.up:
             if await self.connect():
-                self.metrics.redis_reconnects.inc()
+                if self.reports:
+                    self.metrics.redis_reconnects.inc()
                 said = self.log_limit.allow("back")
                 if said is not None:
                     log.warning("Redis at %s is back%s", redact(self.url), said)
@@ -305,6 +339,10 @@ class RedisLink:
         """Run a registered Lua script with EVALSHA (reloaded if Redis lost it)."""
         return self.call("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
 
+    def _deadline_ms(self) -> int:
+        """When, on Redis's clock, a command sent now stops being waited for."""
+        return int(time.time() * 1000 + self.clock_offset_ms + COMMAND_TIMEOUT * 1000)
+
     async def _drain(self) -> None:
         try:
             while self._queue and self.up:
@@ -323,7 +361,11 @@ class RedisLink:
         try:
             if conn is None:
                 raise LinkDown("no connection")
-            replies = await self._roundtrip(conn, [args for args, _ in batch])
+            commands = [
+                args if args[-1] is not DEADLINE else (*args[:-1], self._deadline_ms())
+                for args, _ in batch
+            ]
+            replies = await self._roundtrip(conn, commands)
             refusal = next((r for r in replies if is_write_refusal(r)), None)
             if refusal is not None:
                 raise LinkDown(f"it refuses writes: {refusal}")
@@ -331,7 +373,7 @@ class RedisLink:
             if missing:
                 # Redis restarted or flushed its scripts: load them and retry those.
                 await self._load_scripts(conn)
-                again = await self._roundtrip(conn, [batch[i][0] for i in missing])
+                again = await self._roundtrip(conn, [commands[i] for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
         except (RedisError, OSError, LinkDown) as error:

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.ports import free_port
+from tests.support.redis_counts import address_counts
 from tests.support.waiting import until
 from tests.support.ws_client import WsClient
 
@@ -48,8 +49,7 @@ async def test_a_redis_refusing_writes_is_an_outage_and_leaks_no_slot(
     r = own_redis.client()
     a1, a2 = await WsClient.connect(server.port), await WsClient.connect(server.port)
     leaving = [await WsClient.connect(server.port) for _ in range(3)]
-    counts = f"{key_prefix}connections:refused"
-    assert r.hget(counts, "127.0.0.1") == b"5"
+    assert address_counts(r, key_prefix, "127.0.0.1") == {"refused": 5}
 
     refuse_writes(r, how)
     started = time.monotonic()
@@ -73,7 +73,7 @@ async def test_a_redis_refusing_writes_is_an_outage_and_leaks_no_slot(
     await until(lambda: server.health()[1]["status"] == "ok", timeout=10)
     # The counts were written back from the instance's own: the three that left
     # during the outage hold nothing.
-    await until(lambda: r.hget(counts, "127.0.0.1") == b"3")
+    await until(lambda: address_counts(r, key_prefix, "127.0.0.1") == {"refused": 3})
     four = await WsClient.connect(server.port)
     five = await WsClient.connect(server.port)
     sixth = await WsClient.connect(server.port, wait_welcome=False)

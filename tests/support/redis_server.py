@@ -28,9 +28,10 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server process; `kill()` (SIGKILL) and `start()` keep the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra = extra  # more redis-server arguments (cluster or sentinel mode)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -49,6 +50,7 @@ class RedisServer:
                 "--dir", str(self.workdir),
                 "--loglevel", "warning",
                 "--logfile", str(self.workdir / "redis.log"),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

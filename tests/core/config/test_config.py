@@ -369,7 +369,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path):
     assert changes_error(tmp_path, {"server": {"zebra": 1}}) == (
         "server.zebra: unknown key (expected one of: host, port, instance_id, "
         "max_message_size, max_queued_bytes, allowed_origins, trusted_proxies, ipv6_prefix, "
-        "shutdown_timeout, handshake_timeout)"
+        "shutdown_timeout, handshake_timeout, workers)"
     )
 
 
@@ -528,6 +528,34 @@ def test_yaml_spelling_of_booleans_and_numbers_is_understood(tmp_path):
         ({"server": {"instance_id": ""}}, "server.instance_id: must not be empty"),
         ({"server": {"host": ""}}, "server.host: must not be empty"),
         ({"store": {"instance_ttl": 120}}, "store.instance_ttl: must be at most 60, got 120"),
+        ({"server": {"workers": 0}}, "server.workers: must be at least 1, got 0"),
+        (
+            {"server": {"workers": 2}, "store": {"backend": "auto"}},
+            "server.workers: 2 workers need store.backend: redis (or a cluster or sentinels) "
+            "to share connections and limits; backend is auto",
+        ),
+        (
+            {"store": {"redis_cluster": ["127.0.0.1"]}},
+            "store.redis_cluster[0]: expected host:port, got '127.0.0.1' (no host)",
+        ),
+        (
+            {"store": {"redis_sentinels": ["h:0"], "backend": "redis"}},
+            "store.redis_sentinels[0]: expected host:port, got 'h:0' "
+            "(the port must be a number from 1 to 65535)",
+        ),
+        (
+            {"store": {"redis_cluster": ["h:7001"], "redis_sentinels": ["h:26379"]}},
+            "store.redis_sentinels: set redis_cluster or redis_sentinels, not both",
+        ),
+        (
+            {"store": {"redis_cluster": ["h:7001"], "backend": "memory"}},
+            "store.backend: memory, but redis_cluster is set (it needs backend: redis)",
+        ),
+        (
+            {"store": {"redis_sentinels": ["h:26379"], "backend": "auto"}},
+            "store.redis_sentinel_master: required with redis_sentinels: the name the "
+            "sentinels monitor",
+        ),
         (
             plugin("throttle", max_connections_per_ip=0),
             "plugins.throttle.max_connections_per_ip: must be at least 1, got 0",

@@ -157,3 +157,32 @@ async def test_an_instance_listens_only_to_channels_it_has_subscribers_in(redis_
     await until(lambda: listened() == {f"{key_prefix}{{room:b}}"})
     await b.stop()
     await link.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_publish_held_up_past_its_deadline_takes_no_effect(own_redis, key_prefix):
+    # A Redis frozen (SIGSTOP) with a publish in its socket: the publisher stops waiting
+    # and delivers it to its own subscribers; when Redis wakes and runs it, the script
+    # refuses (too late), so nobody else gets it and the stream does not keep it.
+    b, got = await broker(own_redis.url, key_prefix)
+    other, heard = await broker(own_redis.url, key_prefix)
+    r = own_redis.client()
+    stream = f"{key_prefix}history:{{broadcast}}"
+    b.publish("broadcast", 5, tail(1), 1.0, "normal")
+    await until(lambda: has(heard, 1) and has(got, 1))
+    own_redis.pause()
+    try:
+        late = b.publish("broadcast", 5, tail(2), 1.0, "normal")
+        await until(late.done, timeout=5)
+        assert late.result().startswith("L")
+    finally:
+        own_redis.resume()
+    await until(lambda: b.link.up and b.subscribed and other.link.up, timeout=10)
+    b.publish("broadcast", 5, tail(3), 1.0, "normal")
+    await until(lambda: has(heard, 3) and has(got, 3), timeout=10)
+    assert contents(got) == [b"1", b"2", b"3"]
+    assert contents(heard) == [b"1", b"3"]
+    kept = [fields[b"t"] for _, fields in r.xrange(stream)]
+    assert [t for t in kept if b'"content":"2"' in t] == []
+    await b.stop()
+    await other.stop()

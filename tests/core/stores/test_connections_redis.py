@@ -8,6 +8,7 @@ import pytest
 
 from core.stores.connections_redis import RedisConnectionCounter
 from tests.core.stores.redis_helpers import keys, link_to
+from tests.support.redis_counts import address_counts
 from tests.support.timing import scaled
 from tests.support.waiting import until, until_async
 
@@ -32,12 +33,26 @@ async def test_the_limit_holds_across_instances_and_slots_come_back(redis_server
     b.release("1.2.3.4")
     assert await a.acquire("1.2.3.4", 3)
     r = redis_server.client()
-    assert r.hgetall(f"{key_prefix}connections:a") == {b"1.2.3.4": b"3", b"5.6.7.8": b"1"}
-    assert r.hgetall(f"{key_prefix}connections:b") == {}
+    assert address_counts(r, key_prefix, "1.2.3.4") == {"a": 3}
+    assert address_counts(r, key_prefix, "5.6.7.8") == {"a": 1}
+    assert r.zrange(f"{key_prefix}instances", 0, -1) == [b"a", b"b"]
     await a.close()
     await b.close()
-    assert r.exists(f"{key_prefix}connections:a") == 0
+    assert r.exists(f"{key_prefix}connections:{{1.2.3.4}}") == 0
     assert r.zrange(f"{key_prefix}instances", 0, -1) == []
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_release_while_an_acquire_is_in_flight_is_counted_right(redis_server, key_prefix):
+    a = await counter(redis_server.url, key_prefix, "a")
+    assert await a.acquire("4.4.4.4", 5)
+    pending = asyncio.ensure_future(a.acquire("4.4.4.4", 5))
+    await asyncio.sleep(0)  # the acquire is queued, its reply not back
+    a.release("4.4.4.4")
+    assert await pending
+    r = redis_server.client()
+    await until(lambda: address_counts(r, key_prefix, "4.4.4.4") == {"a": 1})
+    await a.close()
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -84,5 +99,5 @@ async def test_counts_fall_back_to_the_instance_and_are_written_back(own_redis, 
     own_redis.start()  # a new, empty Redis on the same port
     await until(lambda: a.link.up, timeout=10)
     r = own_redis.client()
-    await until(lambda: r.hgetall(f"{key_prefix}connections:a") == {b"2.2.2.2": b"3"})
+    await until(lambda: address_counts(r, key_prefix, "2.2.2.2") == {"a": 3})
     await a.close()

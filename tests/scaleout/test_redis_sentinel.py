@@ -1,0 +1,107 @@
+"""Relay through Redis Sentinel (a master, its replica and a sentinel, started by the
+tests): the master is found through the sentinels, and a failover is an outage that
+ends on the promoted replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.channels.test_subscribing import CHANNELS
+from tests.scaleout.test_redis_cluster import UNLIMITED
+from tests.scaleout.traffic import Recorder, Stream
+from tests.support.config import merge
+from tests.support.ports import free_port
+from tests.support.redis_sentinel import MASTER_NAME, RedisSentinel
+from tests.support.timing import scaled
+from tests.support.waiting import until
+from tests.support.ws_client import WsClient
+
+
+@pytest.fixture
+def own_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
+    group = RedisSentinel(tmp_path / "sentinel").start()
+    yield group
+    group.stop()
+
+
+async def pair(servers, group: RedisSentinel, key_prefix: str):
+    # A sentinel that is not there comes first: the next one is asked.
+    store = {
+        "backend": "redis",
+        "redis_sentinels": [f"127.0.0.1:{free_port()}", *group.addresses],
+        "redis_sentinel_master": MASTER_NAME,
+        "key_prefix": key_prefix,
+        # Ignored with sentinels: nothing listens there.
+        "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    config = merge(merge({"store": store}, CHANNELS), UNLIMITED)
+    return (
+        await servers(config, instance_id="left"),
+        await servers(config, instance_id="right"),
+    )
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_instances_find_the_master_through_the_sentinels(servers, own_sentinel, key_prefix):
+    left, right = await pair(servers, own_sentinel, key_prefix)
+    for server in (left, right):
+        assert server.health()["redis"] == "up"
+    a, b = await WsClient.connect(left.port), await WsClient.connect(right.port)
+    for client in (a, b):
+        await client.subscribe("room:s")
+    for i in range(5):
+        await a.publish("room:s", f"s{i}")
+    for client in (a, b):
+        got = [(await client.recv_type("message"))["content"] for _ in range(5)]
+        assert got == [f"s{i}" for i in range(5)]
+        await client.nothing_for(0.3)
+    master = own_sentinel.master.client()
+    assert master.xlen(f"{key_prefix}history:{{room:s}}") == 5
+    assert master.zrange(f"{key_prefix}instances", 0, -1) == [b"left", b"right"]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_killed_master_fails_over_to_the_replica_without_duplicates_or_gaps(
+    servers, own_sentinel, key_prefix
+):
+    left, right = await pair(servers, own_sentinel, key_prefix)
+    sender = await WsClient.connect(left.port)
+    clients = [await WsClient.connect(left.port), await WsClient.connect(right.port)]
+    for client in (sender, *clients):
+        await client.subscribe("room:fail")
+    receivers = [Recorder(c) for c in clients]
+    stream = Stream(sender, "room:fail", per_second=20)
+    stream.start()
+    await until(lambda: stream.sent >= 10)
+    own_sentinel.master.kill()
+    killed = time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(None, own_sentinel.wait_promotion)
+    promoted = time.monotonic()
+    # Delivery across instances resumes: messages sent from now on reach the other
+    # instance (those sent before it has reconnected: its own clients only).
+    mark = stream.sent
+    await until(lambda: receivers[1].reached(mark, "room:fail"), timeout=10)
+    resumed = time.monotonic()
+    after = stream.sent  # everything from here on was accepted after the recovery
+    await until(lambda: stream.sent >= after + 20, timeout=10)
+    await stream.stop()
+    last = stream.sent - 1
+    for receiver in receivers:
+        await until(lambda r=receiver: r.seen(f"m{last}"), timeout=10)
+        numbers = receiver.numbers("room:fail")
+        assert len(numbers) == len(set(numbers)), "a message was delivered twice"
+        assert numbers == sorted(numbers), "out of order"
+        assert set(range(after, last + 1)) <= set(numbers), "a message after recovery is missing"
+    assert resumed - promoted < scaled(10)
+    # Both instances run on the new master: its scripts were loaded there, and the
+    # instances' liveness is written there.
+    for server in (left, right):
+        await until(lambda s=server: s.health()["redis"] == "up", timeout=10)
+    new = own_sentinel.replica.client()
+    assert sorted(new.zrange(f"{key_prefix}instances", 0, -1)) == [b"left", b"right"]
+    print(f"promotion {promoted - killed:.1f}s after the kill, delivery {resumed - promoted:.1f}s")
