@@ -118,6 +118,7 @@ async def run(args: argparse.Namespace) -> int:
                     "params": result.params,
                     "headline": scenario.headline,
                     "references": list(scenario.references),
+                    "target": dataclasses.asdict(scenario.target) if scenario.target else None,
                     "metrics": [dataclasses.asdict(m) for m in scenario.metrics],
                     "servers": [k.key for k in kinds if k.key in scenario.kinds],
                     "median": {

@@ -11,7 +11,9 @@ Three dialects, one per kind of server (`Dialect`):
 
 - `relay`: our server. The first frame is a JSON welcome; heartbeats and history replays
   (`"history":true` near the start) are told apart from live messages by their first
-  bytes; `error` frames are recorded.
+  bytes; `error` frames are recorded. Channels: `subscribe` frames are answered with
+  `subscribed` (the connection keeps the channels confirmed so far, `Conn.subscribe`
+  waits for them), and presence `join` / `leave` frames are counted.
 - `plain`: the bare Tornado and `websockets` references, which relay whatever a client
   sends. The load sends them frames of the same shape as our server's message frames.
 - `socketio`: engine.io v4 / socket.io v5 text packets over a plain WebSocket: `0{...}`
@@ -34,7 +36,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -100,10 +102,15 @@ class MessageMaker:
         self.size = size
         self.client_id = f"{sender:016x}"
 
-    def frame(self, seq: int) -> bytes:
+    def frame(self, seq: int, channel: str | None = None) -> bytes:
+        """Message `seq`; `channel` (our server only) names where it goes, else the
+        default channel."""
         text = content(self.sender, seq, self.size)
         if self.dialect.name == "relay":
-            payload = json.dumps({"type": "normal", "content": text}, separators=(",", ":"))
+            message = {"type": "normal", "content": text}
+            if channel is not None:
+                message["channel"] = channel
+            payload = json.dumps(message, separators=(",", ":"))
         else:
             # The shape of our server's message frame, so every server moves the same bytes.
             now = time.time()
@@ -172,6 +179,10 @@ class Conn(asyncio.Protocol):
         self.close_code: int | None = None  # from the server's close frame
         self.closing = False  # we sent a close frame
         self.welcome: dict | None = None
+        self.channels: set[str] = set()  # confirmed by `subscribed` (our server)
+        self.presence_events = 0  # `join` / `leave` frames received
+        self._pending: set[str] = set()  # subscribes / unsubscribes not yet answered
+        self._answered: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -192,6 +203,9 @@ class Conn(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"closed before it was ready: {why}"))
         if not self.done.done():
             self.done.set_result(None)
+        if self._answered is not None and not self._answered.done():
+            why = self.errors[-1] if self.errors else exc or "EOF"
+            self._answered.set_exception(ConnectionError(f"closed before it answered: {why}"))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -289,12 +303,18 @@ class Conn(asyncio.Protocol):
                 self.heartbeats += 1
             elif b'"history":true' in payload[:48]:
                 self.history += 1
+            elif payload.startswith((b'{"type":"join"', b'{"type":"leave"')):
+                self.presence_events += 1
+            elif payload.startswith((b'{"type":"subscribed"', b'{"type":"unsubscribed"')):
+                self._answer(json.loads(payload))
             elif payload.startswith(b'{"type":"welcome"'):
                 self.welcome = json.loads(payload)
                 if not self.ready.done():
                     self.ready.set_result(None)
             else:
                 self.errors.append(payload[:300].decode(errors="replace"))
+                if self._answered is not None and not self._answered.done():
+                    self._answered.set_exception(ProtocolError(self.errors[-1]))
         elif dialect == "socketio":
             if payload == b"2":
                 self.pings += 1
@@ -308,6 +328,34 @@ class Conn(asyncio.Protocol):
                 self.errors.append(payload[:300].decode(errors="replace"))
         else:
             self.errors.append(payload[:300].decode(errors="replace"))
+
+    def _answer(self, frame: dict) -> None:
+        channel = frame["channel"]
+        if frame["type"] == "subscribed":
+            self.channels.add(channel)
+        else:
+            self.channels.discard(channel)
+        self._pending.discard(channel)
+        if not self._pending and self._answered is not None and not self._answered.done():
+            self._answered.set_result(None)
+
+    # -- channels (our server) ----------------------------------------------------------
+
+    def subscribe(self, channels: Iterable[str], kind: str = "subscribe") -> asyncio.Future:
+        """Send a `subscribe` (or `unsubscribe`) frame for each of `channels`; the future
+        is done once every one is answered (`subscribed` / `unsubscribed`)."""
+        channels = list(channels)
+        self._pending.update(channels)
+        self._answered = asyncio.get_running_loop().create_future()
+        for channel in channels:
+            payload = json.dumps({"type": kind, "channel": channel}, separators=(",", ":"))
+            self.send(client_frame(payload.encode()))
+        if not self._pending:
+            self._answered.set_result(None)
+        return self._answered
+
+    def unsubscribe(self, channels: Iterable[str]) -> asyncio.Future:
+        return self.subscribe(channels, "unsubscribe")
 
     # -- sending and closing ----------------------------------------------------------
 
@@ -399,6 +447,59 @@ async def connect_many(
     return conns
 
 
+async def subscribe_many(
+    conns: Sequence[Conn],
+    channels: Sequence[Sequence[str]],
+    *,
+    concurrency: int = 64,
+    timeout: float = CONNECT_TIMEOUT,
+    on_progress: Callable[[int], None] | None = None,
+    kind: str = "subscribe",
+) -> None:
+    """Subscribe `conns[i]` to `channels[i]` (our server), at most `concurrency`
+    connections waiting for their `subscribed` frames at a time; or unsubscribe, with
+    `kind="unsubscribe"`."""
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(conn: Conn, names: Sequence[str]) -> None:
+        nonlocal done
+        async with gate:
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.subscribe(names, kind)), timeout)
+            except TimeoutError:
+                missing = sorted(conn._pending)
+                raise ProtocolError(
+                    f"no answer to `{kind}` within {timeout:.0f} s for {len(missing)} of "
+                    f"{len(names)} channels (first: {missing[:1]})"
+                ) from None
+        done += 1
+        if on_progress is not None:
+            on_progress(done)
+
+    tasks = [asyncio.ensure_future(one(c, n)) for c, n in zip(conns, channels, strict=True)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def quiet(conns: Sequence[Conn], seconds: float = 0.5, timeout: float = 30.0) -> int:
+    """Wait until no presence event has reached `conns` for `seconds` (the join frames
+    that subscribing set off have all arrived), at most `timeout`; returns their count."""
+    deadline = time.perf_counter() + timeout
+    last = -1
+    while True:
+        count = sum(c.presence_events for c in conns)
+        if count == last or time.perf_counter() > deadline:
+            return count
+        last = count
+        await asyncio.sleep(seconds)
+
+
 async def close_all(conns: Iterable[Conn], timeout: float = 5.0) -> int:
     """Close handshake on every connection; abort those still open after `timeout`.
     Returns how many had to be aborted."""
@@ -419,34 +520,60 @@ async def close_all(conns: Iterable[Conn], timeout: float = 5.0) -> int:
 # -- a process that holds idle connections ------------------------------------------
 
 
-def hold_idle(dialect_name: str, host: str, port: int, n: int, pipe) -> None:
+def hold_idle(
+    dialect_name: str, host: str, port: int, n: int, pipe, *, rooms: tuple[int, int] | None = None
+) -> None:
     """Entry point of a process that opens `n` idle connections, answers pings and
-    heartbeats, and closes them when told to. It talks over `pipe`:
-    ("progress", k) ... ("ready", seconds) | ("failed", why), then after "stop":
-    ("done", stats)."""
+    heartbeats, and closes them when told to. With `rooms` = (per connection, room size)
+    (our server only), each connection then also subscribes to that many rooms
+    (`bench.load.assign_rooms`). It talks over `pipe`: ("progress", what, k) ...
+    ("ready", {seconds...}) | ("failed", why), then after "stop": ("done", stats)."""
     import uvloop
 
     from bench.servers import pin_load
 
     pin_load()
-    uvloop.run(_hold(DIALECTS[dialect_name], host, port, n, pipe))
+    uvloop.run(_hold(DIALECTS[dialect_name], host, port, n, pipe, rooms=rooms))
 
 
-async def _hold(dialect: Dialect, host: str, port: int, n: int, pipe) -> None:
+async def _hold(
+    dialect: Dialect, host: str, port: int, n: int, pipe, *, rooms: tuple[int, int] | None
+) -> None:
+    from bench.load import assign_rooms, room_name
+
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     step = max(1, n // 20)
 
-    def progress(k: int) -> None:
-        if k % step == 0:
-            pipe.send(("progress", k))
+    def progress(what: str) -> Callable[[int], None]:
+        def report(k: int) -> None:
+            if k % step == 0:
+                pipe.send(("progress", what, k))
 
+        return report
+
+    timing = {}
     try:
-        conns = await connect_many(n, dialect, host, port, concurrency=32, on_progress=progress)
+        conns = await connect_many(
+            n, dialect, host, port, concurrency=32, on_progress=progress("connecting")
+        )
+        timing["connect_s"] = time.perf_counter() - started
+        if rooms is not None:
+            per_conn, size = rooms
+            plan = assign_rooms(n, per_conn, size)
+            started = time.perf_counter()
+            await subscribe_many(
+                conns,
+                [[room_name("idle", r) for r in mine] for mine in plan],
+                concurrency=32,
+                on_progress=progress("subscribing"),
+            )
+            timing["subscribe_s"] = time.perf_counter() - started
+            timing["join_frames"] = await quiet(conns)
     except Exception as error:
         pipe.send(("failed", f"{type(error).__name__}: {error}"))
         return
-    pipe.send(("ready", time.perf_counter() - started))
+    pipe.send(("ready", timing))
     await loop.run_in_executor(None, pipe.recv)  # "stop"
     errors = [e for conn in conns for e in conn.errors]
     pipe.send(

@@ -7,15 +7,20 @@ messages: anything else is a lost, duplicated or reordered message, and the run 
 
 Before any load, `sync` makes sure every receiver is really subscribed: a server may
 answer the upgrade a moment before it adds the connection to its broadcast set.
+
+`Rooms` is the many-rooms shape (our server's channels): connections in several rooms
+each (`assign_rooms`), numbered messages published into rooms, and every delivery
+checked: the right room, a member of it, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Sequence
 
-from bench.clients import Conn, MessageMaker, seq_of
+from bench.clients import CONTENT_KEY, SENDER_DIGITS, SEQ_DIGITS, Conn, MessageMaker, seq_of
 
 SYNC_SENDER = 999_999  # the sender number of sync probes
 SYNC_TIMEOUT = 15.0
@@ -223,3 +228,181 @@ class RateSender:
             seq = self.stream.sent(due)
             self.conn.send(self.maker.frame(seq))
             due += self.interval
+
+
+# -- many rooms ---------------------------------------------------------------------------
+
+
+def assign_rooms(n: int, per_conn: int, size: int, seed: int = 0) -> list[list[int]]:
+    """The rooms of each of `n` connections: `per_conn` rooms each, every room with
+    `size` members (`size` + 1 for some if `n` is not a multiple). The rooms are dealt
+    in `per_conn` layers of n // size rooms: in each layer the connections, shuffled,
+    are dealt round the layer's rooms; so a connection's rooms are distinct, and two
+    rooms share members only at random."""
+    per_layer = max(1, n // size)
+    rng = random.Random(seed)
+    rooms: list[list[int]] = [[] for _ in range(n)]
+    order = list(range(n))
+    for layer in range(per_conn):
+        rng.shuffle(order)
+        for position, i in enumerate(order):
+            rooms[i].append(layer * per_layer + position % per_layer)
+    return rooms
+
+
+def room_name(label: str, room: int) -> str:
+    return f"room:{label}-{room}"
+
+
+MESSAGE_HEAD = b'{"type":"message","id"'
+CHANNEL_KEY = b'"channel":"'
+
+
+class Rooms:
+    """Numbered messages published into rooms, and every delivery checked.
+
+    Each message is tracked with the set of the room's members still to get it (the
+    sender included: it is a member). Each delivery must name a room of the receiver
+    (`"channel"`), carry a message published into that room, and be the first of that
+    message to that receiver: anything else (a lost, duplicated or misrouted message)
+    fails the run."""
+
+    def __init__(self, rooms_of: Sequence[Sequence[int]], label: str) -> None:
+        self.rooms_of = rooms_of  # by connection (its `group`)
+        count = 1 + max((r for mine in rooms_of for r in mine), default=-1)
+        members: list[list[int]] = [[] for _ in range(count)]
+        for i, mine in enumerate(rooms_of):
+            for r in mine:
+                members[r].append(i)
+        self.members = [frozenset(m) for m in members]
+        self.names = [room_name(label, r) for r in range(count)]
+        self.index = {name.encode(): r for r, name in enumerate(self.names)}
+        self.room_of: list[int] = []  # by sequence number
+        self.sent_at: list[float] = []
+        self.remaining: list[set[int]] = []
+        self.delivered = 0
+        self.completed = 0
+        self.measuring = False
+        self.completions: list[float] = []
+        self.on_complete: Callable[[int], None] | None = None
+        self.failure: str | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.sent_at)
+
+    def sent(self, room: int) -> int:
+        """Register the next message, into `room`, as sent now; returns its number."""
+        self.room_of.append(room)
+        self.sent_at.append(perf())
+        self.remaining.append(set(self.members[room]))
+        return len(self.sent_at) - 1
+
+    def sink(self, conn: Conn, buf: bytes, first: int, last: int, end: int) -> None:
+        i = conn.group
+        room_of = self.room_of
+        remaining = self.remaining
+        pos = first
+        found = 0
+        while (at := buf.find(MESSAGE_HEAD, pos, end)) >= 0:
+            c = buf.find(CHANNEL_KEY, at, end)
+            if c < 0:
+                self._fail(f"receiver #{i} got a message without a channel: {buf[at:end][:200]!r}")
+                return
+            c += len(CHANNEL_KEY)
+            c_end = buf.find(b'"', c, end)
+            k = buf.find(CONTENT_KEY, c_end, end) + len(CONTENT_KEY) + SENDER_DIGITS
+            pos = k + SEQ_DIGITS
+            seq = int(buf[k:pos])
+            found += 1
+            room = self.index.get(buf[c:c_end])
+            if seq >= len(room_of) or room != room_of[seq]:
+                self._fail(
+                    f"receiver #{i} got message #{seq} on channel "
+                    f"{buf[c:c_end].decode(errors='replace')!r}, but it was published into "
+                    f"{self._room_text(seq)}"
+                )
+                return
+            left = remaining[seq]
+            if i not in left:
+                why = "a second time" if i in self.members[room] else "but is not in that room"
+                self._fail(
+                    f"receiver #{i} got message #{seq} of {self.names[room]} {why} "
+                    f"(its rooms: {[self.names[r] for r in self.rooms_of[i]]})"
+                )
+                return
+            left.remove(i)
+            if not left:
+                self.completed += 1
+                if self.measuring:
+                    self.completions.append(perf() - self.sent_at[seq])
+                if self.on_complete is not None:
+                    self.on_complete(seq)
+        self.delivered += found
+        if found != conn.batch:
+            self._fail(f"receiver #{i} got {conn.batch} message frames, {found} of them readable")
+
+    def _room_text(self, seq: int) -> str:
+        if seq >= len(self.room_of):
+            return "no room (never sent)"
+        return self.names[self.room_of[seq]]
+
+    def _fail(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
+
+    def all_complete(self) -> bool:
+        return self.completed == self.next_seq
+
+    def missing(self) -> str:
+        short = [seq for seq, left in enumerate(self.remaining) if left]
+        if not short:
+            return "every message complete"
+        seq = short[0]
+        return (
+            f"{len(short)} of {self.next_seq} messages did not reach every member of their "
+            f"room (first: #{seq} into {self.names[self.room_of[seq]]}, missing at receivers "
+            f"{sorted(self.remaining[seq])[:5]})"
+        )
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise RunFailed(self.failure)
+
+
+class RoomSender:
+    """Keeps `window` messages in flight, each into a random room of a random publisher
+    (a member of it: a room takes messages from its subscribers only); the next goes
+    out once one is complete, as `WindowSender` does for one room."""
+
+    def __init__(
+        self,
+        rooms: Rooms,
+        publishers: Sequence[tuple[Conn, MessageMaker]],
+        window: int,
+        seed: int = 1,
+    ) -> None:
+        self.rooms = rooms
+        self.publishers = publishers
+        self.window = window
+        self.rng = random.Random(seed)
+        self.running = False
+        rooms.on_complete = self._completed
+
+    def start(self) -> None:
+        self.running = True
+        for _ in range(self.window):
+            self._send()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def _completed(self, seq: int) -> None:
+        if self.running:
+            self._send()
+
+    def _send(self) -> None:
+        conn, maker = self.publishers[self.rng.randrange(len(self.publishers))]
+        room = self.rng.choice(self.rooms.rooms_of[conn.group])
+        seq = self.rooms.sent(room)
+        conn.send(maker.frame(seq, self.rooms.names[room]))

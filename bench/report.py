@@ -87,11 +87,53 @@ def ratio_text(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
-def scenario_table(s: dict, labels: dict) -> list[str]:
+def target_of(results: dict, s: dict, kind: str) -> tuple[float | None, float | None, str]:
+    """A scenario's target for one server: (value, what it reached, how to say it).
+    What is reached is the headline, or, for a target relative to another scenario, the
+    headline divided by that server's headline there (None if not in this run)."""
+    target = s.get("target")
+    head = next(m for m in s["metrics"] if m["key"] == s["headline"])
+    value = s["median"].get(kind, {}).get(head["key"])
+    if not target:
+        return None, None, ""
+    word = "at least" if head["better"] == "higher" else "at most"
+    if not target.get("of"):
+        return value, target["value"], f"{word} {fmt(target['value'], head['fmt'])}"
+    other = next((o for o in results["scenarios"] if o["name"] == target["of"]), None)
+    base = other["median"].get(kind, {}).get(other["headline"]) if other else None
+    reached = value / base if value is not None and base else None
+    return reached, target["value"], f"{word} {target['value']:.2f}x {target['of']}"
+
+
+def target_text(results: dict, s: dict, kind: str, labels: dict) -> str | None:
+    """One sentence: the target, what this server reached, met or not."""
+    if not s.get("target") or kind not in s["median"]:
+        return None
+    reached, goal, said = target_of(results, s, kind)
+    head = next(m for m in s["metrics"] if m["key"] == s["headline"])
+    value = fmt(s["median"][kind].get(head["key"]), head["fmt"])
+    of = s["target"].get("of")
+    if of:
+        other = next((o for o in results["scenarios"] if o["name"] == of), None)
+        if reached is None:
+            return f"{labels[kind]}: {head['label']} {value}; {of} not in this run, no ratio."
+        base = other["median"][kind][other["headline"]]
+        shown = f"{head['label']} {value} = {reached:.2f}x its {of} ({fmt(base, head['fmt'])})"
+    else:
+        shown = f"{head['label']} {value}"
+    met = reached >= goal if head["better"] == "higher" else reached <= goal
+    return f"{labels[kind]}: {shown}; target {said}: **{'met' if met else 'not met'}**."
+
+
+def scenario_table(s: dict, labels: dict, results: dict | None = None) -> list[str]:
     metrics = s["metrics"]
     head = next(m for m in metrics if m["key"] == s["headline"])
     refs = [r for r in s["references"] if r in s["median"]]
+    target = s.get("target") if results is not None else None
+    of = target.get("of") if target else None
     columns = ["server", head["label"]]
+    if of:
+        columns.append(f"vs own {of}")
     columns += [f"vs {labels[r]}" for r in refs]
     columns += ["runs (min-max)"]
     columns += [m["label"] for m in metrics if m["key"] != head["key"]]
@@ -111,6 +153,8 @@ def scenario_table(s: dict, labels: dict) -> list[str]:
             else f"({len(runs)})"
         )
         row = [labels[kind], fmt(med[head["key"]], head["fmt"])]
+        if of:
+            row.append(ratio_text(target_of(results, s, kind)[0]))
         for r in refs:
             row.append(
                 ratio_text(ratio(med[head["key"]], s["median"][r][head["key"]], head["better"]))
@@ -141,8 +185,22 @@ def summary_table(results: dict, labels: dict) -> list[str]:
                 row.append("")
         ours = med.get("ours", {}).get(head["key"])
         for ref in ("tornado", "websockets"):
+            if not s["references"]:  # a scenario the reference servers cannot run
+                row.append("ours only")
+                continue
             row.append(ratio_text(ratio(ours, med.get(ref, {}).get(head["key"]), head["better"])))
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def targets(results: dict, labels: dict) -> list[str]:
+    """The scenarios' targets and whether ours reached them, a line each."""
+    lines = []
+    for s in results["scenarios"]:
+        for kind in s["servers"]:
+            text = target_text(results, s, kind, labels) if kind == "ours" else None
+            if text is not None:
+                lines.append(f"- `{s['name']}`: {text}")
     return lines
 
 
@@ -171,7 +229,8 @@ def markdown(results: dict) -> str:
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in results["packages"].items() if v is not None)
         + ".",
-        f"Each figure is the median of {plan['repeats']} runs (idle and slow-consumer: 1 run), "
+        f"Each figure is the median of {plan['repeats']} runs (idle, idle-rooms and "
+        "slow-consumer: 1 run; the runs of many-rooms share one set of connections), "
         f"{plan['warmup']:g} s warm-up then {plan['measure']:g} s measured per run, runs of "
         "different servers interleaved. The machine is shared and noisy: compare servers "
         "*within* this run (the ratios), not absolute figures across runs. "
@@ -187,12 +246,17 @@ def markdown(results: dict) -> str:
     ]
     out += [f"- **{v['label']}** (`{k}`): {v['describe']}" for k, v in results["servers"].items()]
     out += ["", "## Summary", "", *summary_table(results, labels), ""]
+    if goals := targets(results, labels):
+        out += ["Targets:", "", *goals, ""]
     for s in results["scenarios"]:
         params = ", ".join(f"{k}={v}" for k, v in s["params"].items())
         out += [f"## {s['title']} (`{s['name']}`)", "", s["about"], ""]
         if params:
             out += [f"Parameters: {params}.", ""]
-        out += [*scenario_table(s, labels), ""]
+        goals = [target_text(results, s, kind, labels) for kind in s["servers"]]
+        if goals := [g for g in goals if g]:
+            out += ["Target:", "", *(f"- {g}" for g in goals), ""]
+        out += [*scenario_table(s, labels, results), ""]
     return "\n".join(out)
 
 
@@ -219,11 +283,15 @@ def chart(results: dict, path: Path) -> Path | None:
     by_name = {s["name"]: s for s in results["scenarios"]}
     labels = {k: v["label"] for k, v in results["servers"].items()}
     panels = [
-        ("Fan-out: deliveries per server CPU-second ↑", ["fanout-100", "fanout-1000"], None),
+        (
+            "Fan-out: deliveries per server CPU-second ↑",
+            ["fanout-100", "fanout-1000", "many-rooms"],
+            None,
+        ),
         ("Echo: deliveries per server CPU-second ↑", ["echo-16", "echo-100"], None),
         ("Handshakes per server CPU-second ↑", ["handshakes"], None),
-        ("RSS per idle connection, KB ↓", ["idle"], None),
-        ("Idle CPU, % of a core ↓", ["idle"], "idle_cpu_pct"),
+        ("RSS per idle connection, KB ↓", ["idle", "idle-rooms"], None),
+        ("Idle CPU, % of a core ↓", ["idle", "idle-rooms"], "idle_cpu_pct"),
         ("Fan-out complete p99, ms ↓", ["fanout-100", "fanout-1000"], "complete_p99_ms"),
         ("Echo round trip p99, ms ↓", ["echo-16", "echo-100"], "rtt_p99_ms"),
         ("Cross-instance latency, ms ↓", ["cross-instance"], ("p50_ms", "p99_ms")),

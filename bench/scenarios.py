@@ -33,21 +33,36 @@ from bench.clients import (
     connect,
     connect_many,
     hold_idle,
+    quiet,
     seq_of,
+    subscribe_many,
     tag,
 )
 from bench.load import (
     Broadcast,
     RateSender,
+    Rooms,
+    RoomSender,
     RunFailed,
     WindowSender,
+    assign_rooms,
     check_connections,
     sync,
     track_upto,
     wait_until,
 )
 from bench.progress import Progress
-from bench.servers import HOST, KINDS, SERVER_CPU, Kind, Redis, Server, ServerFailed
+from bench.servers import (
+    HOST,
+    KINDS,
+    SERVER_CPU,
+    Kind,
+    Redis,
+    RedisCluster,
+    Server,
+    ServerFailed,
+    tail,
+)
 
 perf = time.perf_counter
 DRAIN_TIMEOUT = 20.0
@@ -83,6 +98,13 @@ class Plan:
     slow_size: int = 4096
     slow_duration: float = 8.0
     slow_rcvbuf: int = 16384
+    # many-rooms: connections in the default channel and `rooms_per_connection` rooms of
+    # `room_size` each; messages from `rooms_publishers` of them into their own rooms.
+    rooms_connections: int = 10_000
+    rooms_per_connection: int = 5
+    room_size: int = 25
+    rooms_publishers: int = 200
+    rooms_emptied: int = 20  # rooms whose members all unsubscribe after the load
 
     @classmethod
     def quick(cls) -> Plan:
@@ -91,6 +113,7 @@ class Plan:
             measure=1.5,
             repeats=1,
             idle_connections=1000,
+            rooms_connections=2000,
             idle_window=8.0,
             cross_measure=2.0,
             slow_duration=4.0,
@@ -129,12 +152,14 @@ class Setup:
         self.kind = kind
         self.workdir = workdir
         self.instances = instances
-        self.redis: Redis | None = None
+        self.redis: Redis | RedisCluster | None = None
         self.servers: list[Server] = []
 
     def start(self) -> Setup:
         try:
-            if self.kind.redis:
+            if self.kind.key == "ours-cluster":
+                self.redis = RedisCluster(self.workdir).start()
+            elif self.kind.redis:
                 self.redis = Redis(self.workdir).start()
             for _ in range(self.instances):
                 self.servers.append(Server(self.kind, self.workdir, self.redis).start())
@@ -155,12 +180,12 @@ class Setup:
 
     @property
     def redis_pids(self) -> list[int]:
-        return [self.redis.pid] if self.redis is not None else []
+        return self.redis.pids if self.redis is not None else []
 
     def check(self) -> None:
         for server in self.servers:
             server.check()
-        if self.redis is not None and self.redis.process.poll() is not None:
+        if self.redis is not None and not self.redis.alive():
             raise ServerFailed("redis-server exited during the run")
 
 
@@ -682,12 +707,307 @@ async def slow_run(ctx: Context, setup: Setup) -> dict:
         await close_all(conns, timeout=3)
 
 
+# -- many rooms ---------------------------------------------------------------------------
+
+ROOMS_TIMEOUT = 900.0  # one server's part of many-rooms: connecting, subscribing, runs
+SETTLE_TIMEOUT = 60.0
+
+
+def rooms_window(plan: Plan) -> int:
+    """Messages in flight: about `in_flight` deliveries, as in fan-out."""
+    return max(2, math.ceil(plan.in_flight / plan.room_size))
+
+
+async def many_rooms_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) -> None:
+    """Each server in turn: connect and subscribe once, then the plan's repeats of a
+    measured window on the same connections (subscribing 50,000 times costs the server
+    far more than a window: it is done once, and not measured), then the checks of its
+    Redis subscriptions while rooms empty."""
+    for kind in kinds:
+        where = f"many-rooms · {kind.label}"
+        ctx.progress.at(where)
+        setup: Setup | None = None
+        runs = result.runs.setdefault(kind.key, [])
+        try:
+            setup = Setup(kind, ctx.workdir).start()
+            await asyncio.wait_for(many_rooms(ctx, setup, where, runs), ROOMS_TIMEOUT)
+        except (
+            RunFailed,
+            ServerFailed,
+            ProtocolError,
+            OSError,
+            ConnectionError,
+            TimeoutError,
+        ) as error:
+            why = _describe(error)
+            if setup is not None and not isinstance(error, ServerFailed):
+                try:
+                    setup.check()
+                except ServerFailed as died:
+                    why += f"; {died}"
+                else:
+                    why += _server_side(setup)
+            result.errors[kind.key] = why
+            ctx.progress.line(f"{where}: FAILED: {why}")
+        finally:
+            if not runs:
+                del result.runs[kind.key]
+            if setup is not None:
+                setup.stop()
+            gc.collect()
+
+
+# What the server counted that explains a client's loss (heartbeat timeouts...).
+EXPLAINING = (
+    "ws_heartbeat_timeouts_total",
+    "ws_slow_consumer_closes_total",
+    "ws_connections_refused_total",
+    "ws_messages_rejected_total",
+    "ws_queue_dropped_total",
+    "ws_hook_errors_total",
+)
+
+
+def _server_side(setup: Setup) -> str:
+    """What the (live) server says about a failure: its counters that explain lost
+    clients or messages, and its log's last lines."""
+    if not setup.servers:
+        return ""
+    server = setup.servers[0]
+    said = ""
+    try:
+        counted = server.counters()
+        shown = [f"{k} {counted[k]:g}" for k in EXPLAINING if counted.get(k)]
+        said += f"; the server counted: {', '.join(shown) or 'none of ' + ', '.join(EXPLAINING)}"
+    except OSError as error:
+        said += f"; /metrics did not answer ({error})"
+    log = tail(server.log_path, 5)
+    if log not in ("(no log)", "(empty log)"):
+        said += f"; its log ends: {log}"
+    return said
+
+
+async def many_rooms(ctx: Context, setup: Setup, where: str, runs: list[dict]) -> None:
+    """`rooms_connections` connections, each in the default channel and
+    `rooms_per_connection` rooms of `room_size` members; in each run a window of
+    messages in flight, each from a random publisher into one of its rooms; every
+    delivery checked (its room's members get it once, nobody else does). Ours: the
+    Redis pub/sub channels the server listens to are counted after subscribing, after
+    some rooms are emptied, and after everyone has left."""
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    n = plan.rooms_connections
+    rooms_of = assign_rooms(n, plan.rooms_per_connection, plan.room_size)
+    rooms = Rooms(rooms_of, "bench")
+    redis = setup.redis
+    pattern = f"{server.key_prefix}{{room:*" if redis is not None else ""
+    conns: list[Conn] = []
+    figures: dict = {"connections": n, "rooms": len(rooms.names)}
+
+    def room_channels() -> set[str]:
+        """The rooms' pub/sub channels the server listens to in Redis."""
+        assert redis is not None
+        return set(redis.pubsub_channels(pattern))
+
+    async def expect_channels(count: int, why: str) -> set[str]:
+        """Poll until the server listens to `count` rooms' channels (its UNSUBSCRIBE
+        may reach Redis a moment after the client is answered)."""
+        deadline = perf() + 5.0
+        while len(listed := room_channels()) != count:
+            if perf() > deadline:
+                raise RunFailed(
+                    f"{why}: the server listens to {len(listed)} room channels in Redis, "
+                    f"expected {count}"
+                )
+            await asyncio.sleep(0.1)
+        return listed
+
+    try:
+        started = perf()
+        conns += await connect_many(
+            n,
+            dialect,
+            HOST,
+            server.port,
+            rooms.sink,
+            on_progress=lambda k: ctx.progress.status(f"connecting {k}/{n}"),
+        )
+        figures["connect_s"] = round(perf() - started, 2)
+        for i, conn in enumerate(conns):
+            conn.group = i
+        check = _checker(setup, rooms, conns)
+        if redis is not None:
+            figures["redis_room_channels_before"] = len(await expect_channels(0, "connected"))
+        r0 = Reading.take(setup)
+        await subscribe_many(
+            conns,
+            [[rooms.names[r] for r in mine] for mine in rooms_of],
+            on_progress=lambda k: ctx.progress.status(f"subscribing {k}/{n}"),
+        )
+        figures["join_frames"] = await quiet(conns)
+        sub = usage(r0, Reading.take(setup))
+        check()
+        figures["subscribe_s"] = sub["wall_s"]
+        figures["subscribes_per_cpu_s"] = round(
+            n * plan.rooms_per_connection / max(sub["server_cpu_s"], 1e-6)
+        )
+        if redis is not None:
+            figures["redis_channels"] = len(redis.pubsub_channels("*"))
+            figures["redis_room_channels"] = len(
+                await expect_channels(len(rooms.names), "after subscribing")
+            )
+        ctx.progress.line(
+            f"{where}: {n} connected in {figures['connect_s']:.0f} s, "
+            f"{n * plan.rooms_per_connection} subscribes in {figures['subscribe_s']:.0f} s"
+            + (
+                f"; the server listens to {figures['redis_room_channels']} room channels in Redis"
+                if redis is not None
+                else ""
+            )
+        )
+
+        step = max(1, n // plan.rooms_publishers)
+        publishers = [
+            (conns[i], MessageMaker(dialect, i, plan.message_size)) for i in range(0, n, step)
+        ][: plan.rooms_publishers]
+        figures["publishers"] = len(publishers)
+        repeats = ctx.plan.repeats
+        for r in range(repeats):
+            ctx.progress.at(f"{where} · run {r + 1}/{repeats}")
+            run = await _rooms_window(ctx, setup, rooms, publishers, check)
+            runs.append({**figures, **run})
+            ctx.progress.line(
+                f"{where} · run {r + 1}/{repeats}: deliveries / CPU-s "
+                f"{run['deliveries_per_cpu_s']:,.0f}"
+            )
+            gc.collect()
+
+        # Rooms that everyone leaves are no longer listened to; a room with one local
+        # subscriber left still is.
+        ctx.progress.at(f"{where} · emptying rooms")
+        emptied = list(range(min(plan.rooms_emptied, len(rooms.names) - 1)))
+        kept = len(emptied)
+        leaving: dict[int, list[str]] = {}
+        for r in emptied:
+            for i in rooms.members[r]:
+                leaving.setdefault(i, []).append(rooms.names[r])
+        for i in sorted(rooms.members[kept])[1:]:
+            leaving.setdefault(i, []).append(rooms.names[kept])
+        await subscribe_many(
+            [conns[i] for i in leaving], list(leaving.values()), kind="unsubscribe"
+        )
+        check()
+        after: dict = {}
+        if redis is not None:
+            listed = await expect_channels(
+                len(rooms.names) - len(emptied),
+                f"after every member of {len(emptied)} rooms unsubscribed",
+            )
+            still = f"{server.key_prefix}{{{rooms.names[kept]}}}"
+            if still not in listed:
+                raise RunFailed(
+                    f"the server stopped listening to {rooms.names[kept]} in Redis while "
+                    "one of its members was still subscribed"
+                )
+            after["rooms_emptied"] = len(emptied)
+            after["redis_room_channels_emptied"] = len(listed)
+
+        ctx.progress.status("closing")
+        started = perf()
+        after["close_aborted"] = await close_all(conns, timeout=10)
+        await _settle(setup, room_channels if redis is not None else None)
+        after["close_s"] = round(perf() - started, 2)
+        if redis is not None:
+            after["redis_room_channels_closed"] = len(room_channels())
+            ctx.progress.line(
+                f"{where}: the server listens to {after['redis_room_channels_emptied']} room "
+                f"channels after {len(emptied)} rooms emptied, "
+                f"{after['redis_room_channels_closed']} after every client closed"
+            )
+        for run in runs:
+            run.update(after)
+    finally:
+        await close_all(conns)
+
+
+async def _rooms_window(
+    ctx: Context,
+    setup: Setup,
+    rooms: Rooms,
+    publishers: list[tuple[Conn, MessageMaker]],
+    check: Callable[[], None],
+) -> dict:
+    """One measured run of many-rooms: warm up, measure, drain."""
+    plan = ctx.plan
+    rooms.completions = []
+    load = RoomSender(rooms, publishers, rooms_window(plan), seed=rooms.next_seq)
+    load.start()
+    await tick(ctx, plan.warmup, lambda t: "warming up", check)
+    d0, c0 = rooms.delivered, rooms.completed
+    r0 = Reading.take(setup)
+    rooms.measuring = True
+    await tick(
+        ctx,
+        plan.measure,
+        lambda t: (
+            f"measuring {t:.1f}/{plan.measure:.0f} s · "
+            f"{(rooms.delivered - d0) / max(t, 1e-3):,.0f} deliveries/s"
+        ),
+        check,
+    )
+    rooms.measuring = False
+    r1 = Reading.take(setup)
+    d1, c1 = rooms.delivered, rooms.completed
+    load.stop()
+    ctx.progress.status("draining")
+    await wait_until(rooms.all_complete, DRAIN_TIMEOUT, rooms.missing, check)
+    check()
+    use = usage(r0, r1)
+    lat = metrics.latency_summary(rooms.completions)
+    return {
+        **use,
+        "messages_per_s": round((c1 - c0) / use["wall_s"], 1),
+        "deliveries_per_s": round((d1 - d0) / use["wall_s"]),
+        "deliveries_per_cpu_s": round((d1 - d0) / max(use["server_cpu_s"], 1e-6)),
+        "complete_p50_ms": lat["p50_ms"],
+        "complete_p99_ms": lat["p99_ms"],
+        "messages_measured": lat["count"],
+    }
+
+
+async def _settle(setup: Setup, room_channels: Callable[[], set[str]] | None) -> None:
+    """Wait until the server has let every connection go (and, with Redis, stopped
+    listening to the rooms)."""
+    server = setup.servers[0]
+    deadline = perf() + SETTLE_TIMEOUT
+    while True:
+        setup.check()
+        left = (await asyncio.to_thread(server.healthz))["connections"]
+        listening = len(room_channels()) if room_channels is not None else 0
+        if not left and not listening:
+            return
+        if perf() > deadline:
+            raise RunFailed(
+                f"{SETTLE_TIMEOUT:.0f} s after the clients closed, the server still has "
+                f"{left} connections and listens to {listening} room channels in Redis"
+            )
+        await asyncio.sleep(0.2)
+
+
 # -- idle connections ---------------------------------------------------------------------
 
 
-async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) -> None:
+async def idle_all(
+    ctx: Context,
+    kinds: Sequence[Kind],
+    result: ScenarioResult,
+    rooms: tuple[int, int] | None = None,
+    name: str = "idle",
+) -> None:
     """`idle_connections` idle clients per server, held by a process of their own; RSS
-    per connection, then the CPU of all the servers idling side by side."""
+    per connection, then the CPU of all the servers idling side by side. With `rooms` =
+    (per connection, room size), each client also subscribes to that many rooms."""
     plan = ctx.plan
     n = plan.idle_connections
     spawn = multiprocessing.get_context("spawn")
@@ -696,40 +1016,79 @@ async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) 
     figures: dict[str, dict] = {}
     try:
         for kind in kinds:
-            ctx.progress.at(f"idle · {kind.label}")
+            ctx.progress.at(f"{name} · {kind.label}")
             try:
                 setup = setups[kind.key] = Setup(kind, ctx.workdir).start()
                 await asyncio.sleep(1.0)
                 baseline = metrics.rss_bytes(setup.servers[0].pid)
+                redis_baseline = sum(metrics.rss_bytes(pid) for pid in setup.redis_pids)
                 mine, theirs = spawn.Pipe()
                 process = spawn.Process(
                     target=hold_idle,
                     args=(kind.dialect, HOST, setup.servers[0].port, n, theirs),
+                    kwargs={"rooms": rooms},
                     daemon=True,
                 )
                 process.start()
                 holders[kind.key] = (process, mine)
-                seconds = await _await_holder(ctx, mine, process, n, setup)
+                timing = await _await_holder(ctx, mine, process, n, setup)
                 await tick(ctx, 2.0, lambda t: "settling", setup.check)
                 after = metrics.rss_bytes(setup.servers[0].pid)
+                redis_after = sum(metrics.rss_bytes(pid) for pid in setup.redis_pids)
                 figures[kind.key] = {
                     "connections": n,
-                    "connect_s": round(seconds, 2),
+                    "connect_s": round(timing["connect_s"], 2),
                     "baseline_mb": round(baseline / 2**20, 1),
                     "rss_mb": round(after / 2**20, 1),
                     "rss_per_conn_kb": round((after - baseline) / n / 1024, 2),
                 }
-                ctx.progress.line(
-                    f"idle · {kind.label}: {n} connected in {seconds:.1f} s, "
-                    f"{figures[kind.key]['rss_per_conn_kb']:.1f} KB each"
+                if setup.redis is not None:
+                    figures[kind.key]["redis_rss_per_conn_kb"] = round(
+                        (redis_after - redis_baseline) / n / 1024, 2
+                    )
+                if rooms is not None:
+                    figures[kind.key].update(
+                        subscriptions_per_conn=rooms[0] + 1,
+                        subscribe_s=round(timing["subscribe_s"], 2),
+                        join_frames=timing["join_frames"],
+                    )
+                    if setup.redis is not None:
+                        prefix = setup.servers[0].key_prefix
+                        figures[kind.key]["redis_room_channels"] = len(
+                            setup.redis.pubsub_channels(f"{prefix}{{room:*")
+                        )
+                subscribed = (
+                    f", subscribed to {rooms[0]} rooms each in {timing['subscribe_s']:.1f} s"
+                    if rooms is not None
+                    else ""
                 )
-            except (RunFailed, ServerFailed, OSError, ConnectionError, TimeoutError) as error:
-                result.errors[kind.key] = _describe(error)
-                ctx.progress.line(f"idle · {kind.label}: FAILED: {result.errors[kind.key]}")
+                ctx.progress.line(
+                    f"{name} · {kind.label}: {n} connected in {timing['connect_s']:.1f} s"
+                    f"{subscribed}, {figures[kind.key]['rss_per_conn_kb']:.1f} KB each"
+                )
+            except (
+                RunFailed,
+                ServerFailed,
+                ProtocolError,
+                OSError,
+                ConnectionError,
+                TimeoutError,
+            ) as error:
+                why = _describe(error)
+                setup = setups.get(kind.key)
+                if rooms is not None and setup is not None and setup.servers:
+                    try:
+                        setup.check()
+                    except ServerFailed as died:
+                        why += f"; {died}"
+                    else:
+                        why += _server_side(setup)
+                result.errors[kind.key] = why
+                ctx.progress.line(f"{name} · {kind.label}: FAILED: {why}")
         live = [k for k in figures if k not in result.errors]
         if not live:
             return
-        ctx.progress.at(f"idle · {len(live)} servers side by side")
+        ctx.progress.at(f"{name} · {len(live)} servers side by side")
         before = {k: Reading.take(setups[k]) for k in live}
 
         def check() -> None:
@@ -759,11 +1118,11 @@ async def idle_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) 
                 result.errors[k] = (
                     f"{n - stats['open']} of {n} idle connections were closed by the server "
                     f"(close codes {stats['close_codes']}); errors: {stats['errors']}"
-                )
+                ) + (_server_side(setups[k]) if rooms is not None else "")
                 continue
             result.runs[k] = [figures[k]]
             ctx.progress.line(
-                f"idle · {KINDS[k].label}: {figures[k]['idle_cpu_pct']:.2f}% of a core over "
+                f"{name} · {KINDS[k].label}: {figures[k]['idle_cpu_pct']:.2f}% of a core over "
                 f"{use['wall_s']:.0f} s"
             )
     finally:
@@ -789,12 +1148,12 @@ async def _receive(pipe, process, timeout: float):
     return pipe.recv()
 
 
-async def _await_holder(ctx: Context, pipe, process, n: int, setup: Setup) -> float:
+async def _await_holder(ctx: Context, pipe, process, n: int, setup: Setup) -> dict:
     while True:
         setup.check()
         message = await _receive(pipe, process, 120)
         if message[0] == "progress":
-            ctx.progress.status(f"connecting {message[1]}/{n}")
+            ctx.progress.status(f"{message[1]} {message[2]}/{n}")
         elif message[0] == "ready":
             return message[1]
         else:
@@ -805,12 +1164,24 @@ async def _await_holder(ctx: Context, pipe, process, n: int, setup: Setup) -> fl
 
 
 RunOnce = Callable[[Context, Setup], Awaitable[dict]]
+# A scenario that runs its servers side by side itself (idle): all its runs at once.
+RunAll = Callable[[Context, Sequence[Kind], ScenarioResult], Awaitable[None]]
 
 USAGE_METRICS = (
     Metric("server_cpu_pct", "server CPU %", "{:.0f}"),
     Metric("load_cpu_pct", "load CPU %", "{:.0f}"),
     Metric("other_cpu0_pct", "other CPU0 %", "{:.0f}"),
 )
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a scenario's headline should reach: `value` itself, or, with `of`, `value`
+    times the same server's headline in scenario `of` of the same run. "Reach" is at
+    least for a higher-is-better headline, at most for a lower-is-better one."""
+
+    value: float
+    of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -821,12 +1192,14 @@ class Scenario:
     metrics: tuple[Metric, ...]
     headline: str  # the metric the ratios are taken of
     run_once: RunOnce | None = None
-    kinds: tuple[str, ...] = tuple(KINDS)
+    kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "ours-cluster")
     instances: int = 1
     fresh: bool = False  # a new server for every run (memory figures)
     repeats: int | None = None  # None: the plan's
     params: dict = field(default_factory=dict)
     references: tuple[str, ...] = ("tornado", "websockets")  # ratios are taken against these
+    run_all: RunAll | None = None  # instead of run_once
+    target: Target | None = None  # what the headline should reach (the report says if)
 
 
 def scenarios(plan: Plan) -> list[Scenario]:
@@ -852,6 +1225,8 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 ),
                 "deliveries_per_cpu_s",
                 lambda ctx, setup, n=n: fanout_run(ctx, setup, n),
+                # The cluster's figure is read against ours on one Redis.
+                kinds=tuple(KINDS),
                 params={"receivers": n, "window": window, "content": plan.message_size},
             )
         )
@@ -916,6 +1291,91 @@ def scenarios(plan: Plan) -> list[Scenario]:
             "rss_per_conn_kb",
             repeats=1,
             params={"connections": plan.idle_connections, "window_s": plan.idle_window},
+            run_all=idle_all,
+        )
+    )
+    per_conn, size = plan.rooms_per_connection, plan.room_size
+    out.append(
+        Scenario(
+            "idle-rooms",
+            f"{plan.idle_connections} idle connections in {per_conn} rooms each",
+            f"As idle, but each connection also subscribes to {per_conn} rooms (namespace "
+            f"`room`: history and presence) of {size} members, "
+            f"{plan.idle_connections * per_conn // size} rooms in all: {per_conn + 1} "
+            "subscriptions with the default channel (the personal channel `user:<id>` "
+            "is automatic and not counted). RSS per connection is measured once the join "
+            "frames have stopped. Ours only: the references have no rooms.",
+            (
+                Metric("rss_per_conn_kb", "RSS / conn KB", "{:.1f}", "lower"),
+                Metric("redis_rss_per_conn_kb", "redis RSS / conn KB", "{:.1f}"),
+                Metric("idle_cpu_pct", "idle CPU %", "{:.2f}", "lower"),
+                Metric("idle_redis_cpu_pct", "redis CPU %", "{:.2f}"),
+                Metric("rss_mb", "RSS MB", "{:.0f}"),
+                Metric("redis_room_channels", "redis room channels"),
+                Metric("connect_s", "connect s", "{:.1f}"),
+                Metric("subscribe_s", "subscribe s", "{:.1f}"),
+                Metric("join_frames", "join frames"),
+                Metric("heartbeat_frames", "heartbeat frames"),
+            ),
+            "rss_per_conn_kb",
+            kinds=("ours", "ours-bare"),
+            repeats=1,
+            references=(),
+            params={
+                "connections": plan.idle_connections,
+                "rooms_per_connection": per_conn,
+                "room_size": size,
+                "window_s": plan.idle_window,
+            },
+            run_all=functools.partial(idle_all, rooms=(per_conn, size), name="idle-rooms"),
+            target=Target(20.0),
+        )
+    )
+    rooms = plan.rooms_connections * per_conn // size
+    out.append(
+        Scenario(
+            "many-rooms",
+            f"{plan.rooms_connections} connections in {rooms} rooms",
+            f"{plan.rooms_connections} connections, each in the default channel and "
+            f"{per_conn} of {rooms} rooms of {size} members (connected and subscribed once "
+            f"per server; the runs share them); {plan.rooms_publishers} of them publish, "
+            "each message into a random room of a random publisher (a member: rooms take "
+            f"messages from their subscribers only); {rooms_window(plan)} messages in flight "
+            f"(about {plan.in_flight} deliveries), the next sent when one has reached its "
+            "whole room. Every delivery is checked: each member of the room gets each of "
+            "its messages once, nobody else gets it. Redis room channels = the rooms' "
+            "pub/sub channels the server listens to: after subscribing (one per room), "
+            f"after every member of {plan.rooms_emptied} rooms unsubscribed (and all but "
+            "one of another's), and after every client closed (none). Ours only: the "
+            "references have no rooms.",
+            (
+                Metric("deliveries_per_cpu_s", "deliveries / CPU-s", better="higher"),
+                Metric("deliveries_per_s", "deliveries / s"),
+                Metric("complete_p50_ms", "complete p50 ms", "{:.1f}", "lower"),
+                Metric("complete_p99_ms", "complete p99 ms", "{:.1f}", "lower"),
+                Metric("redis_room_channels", "redis room channels"),
+                Metric("redis_room_channels_emptied", "after emptying"),
+                Metric("redis_room_channels_closed", "after closing"),
+                Metric("connect_s", "connect s", "{:.1f}"),
+                Metric("subscribe_s", "subscribe s", "{:.1f}"),
+                Metric("subscribes_per_cpu_s", "subscribes / CPU-s"),
+                Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                *USAGE_METRICS,
+            ),
+            "deliveries_per_cpu_s",
+            kinds=("ours", "ours-bare"),
+            references=(),
+            target=Target(0.6, of="fanout-100"),
+            run_all=many_rooms_all,
+            params={
+                "connections": plan.rooms_connections,
+                "rooms": rooms,
+                "rooms_per_connection": per_conn,
+                "room_size": size,
+                "publishers": plan.rooms_publishers,
+                "window": rooms_window(plan),
+                "content": plan.message_size,
+            },
         )
     )
     out.append(
@@ -1013,8 +1473,8 @@ async def run_scenario(
     """All runs of one scenario for `kinds` (interleaved repeats)."""
     result = ScenarioResult(params=scenario.params)
     kinds = [k for k in kinds if k.key in scenario.kinds]
-    if scenario.name == "idle":
-        await idle_all(ctx, kinds, result)
+    if scenario.run_all is not None:
+        await scenario.run_all(ctx, kinds, result)
         return result
     repeats = scenario.repeats or ctx.plan.repeats
     setups: dict[str, Setup] = {}

@@ -156,9 +156,11 @@ def redis_binary() -> str:
 class Redis:
     """A private redis-server on a free port (never the shared one on 6379)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.port = port or free_port()
         self.workdir = workdir / f"redis-{self.port}"
+        self.extra = extra  # more redis-server arguments (a cluster node's)
+        self.bus: int | None = None  # a cluster node's bus port
         self.process: subprocess.Popen | None = None
 
     @property
@@ -184,6 +186,7 @@ class Redis:
                 "--loglevel", "warning",
                 "--logfile", str(log),
                 "--maxclients", "10000",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -209,9 +212,106 @@ class Redis:
                 raise ServerFailed(f"redis-server on {self.port} does not answer PING")
             time.sleep(0.05)
 
+    def command(self, *args: str):
+        """One command on a connection of its own (outside the measured windows)."""
+        import redis
+
+        client = redis.Redis(host=HOST, port=self.port, socket_timeout=10)
+        try:
+            return client.execute_command(*args)
+        finally:
+            client.close()
+
+    def pubsub_channels(self, pattern: str = "*") -> list[str]:
+        """`PUBSUB CHANNELS pattern`: the pub/sub channels someone subscribes to."""
+        return [c.decode() for c in self.command("PUBSUB", "CHANNELS", pattern)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
+
+
+CLUSTER_SLOTS = 16384
+
+
+class RedisCluster:
+    """`masters` redis-servers in cluster mode sharing the slots (no replicas): the store
+    of `ours-cluster`. The same interface as Redis where a run needs one."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.nodes: list[Redis] = []
+        for _ in range(masters):
+            port, bus = _cluster_port(), _cluster_port()
+            node_dir = workdir / f"cluster-{port}"
+            extra = (
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(bus),
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+            )  # fmt: skip
+            node = Redis(workdir, port, extra)
+            node.bus = bus
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url  # not used by the server: it is given the seeds
+
+    @property
+    def seeds(self) -> list[str]:
+        return [f"{HOST}:{n.port}" for n in self.nodes]
+
+    @property
+    def pids(self) -> list[int]:
+        return [n.pid for n in self.nodes]
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            (node.workdir.parent / f"cluster-{node.port}").mkdir(parents=True, exist_ok=True)
+            node.start()
+        per = CLUSTER_SLOTS // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            last = CLUSTER_SLOTS - 1 if i == len(self.nodes) - 1 else (i + 1) * per - 1
+            node.command("CLUSTER", "SET-CONFIG-EPOCH", str(i + 1))
+            node.command("CLUSTER", "ADDSLOTSRANGE", str(i * per), str(last))
+        for node in self.nodes[1:]:
+            self.nodes[0].command("CLUSTER", "MEET", HOST, str(node.port), str(node.bus))
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(b"cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise ServerFailed("the Redis Cluster did not come up")
+            time.sleep(0.1)
+        return self
+
+    def command(self, *args: str):
+        return self.nodes[0].command(*args)
+
+    def pubsub_channels(self, pattern: str = "*") -> list[str]:
+        # Sharded channels: the classic list is empty by design; count the shard ones.
+        found: list[str] = []
+        for node in self.nodes:
+            found += [c.decode() for c in node.command("PUBSUB", "SHARDCHANNELS", pattern)]
+        return found
+
+    def alive(self) -> bool:
+        return all(n.alive() for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port a cluster node accepts (at most 55535)."""
+    while (port := free_port()) > 55535:
+        pass
+    return port
 
 
 # -- servers ------------------------------------------------------------------------
@@ -242,6 +342,14 @@ KINDS: dict[str, Kind] = {
             True,
             "server.py with config.yaml's plugins all on, redis backend on a private "
             "redis-server; ratelimit and throttle raised so they never refuse the load",
+        ),
+        Kind(
+            "ours-cluster",
+            "ours (all plugins, redis cluster)",
+            "relay",
+            True,
+            "as `ours`, on a Redis Cluster of 3 masters (no replicas), all on the server's "
+            "CPU: sharded pub/sub, every channel's keys on its slot's shard",
         ),
         Kind(
             "ours-bare",
@@ -277,7 +385,9 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def our_config(kind: Kind, port: int, redis_url: str | None) -> dict:
+def our_config(
+    kind: Kind, port: int, redis_url: str | None, cluster: list[str] | None = None
+) -> dict:
     """config.yaml as shipped, adjusted for a benchmark instance of `kind`."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config = copy.deepcopy(config)
@@ -288,6 +398,8 @@ def our_config(kind: Kind, port: int, redis_url: str | None) -> dict:
         config["plugins"] = {}
         return config
     config["store"].update(backend="redis", redis_url=redis_url)
+    if cluster:
+        config["store"]["redis_cluster"] = cluster
     plugins = config["plugins"]
     # Raised so that the limits never refuse the benchmark's load (all from one IP).
     plugins["throttle"]["max_connections_per_ip"] = 1_000_000
@@ -301,7 +413,9 @@ def our_config(kind: Kind, port: int, redis_url: str | None) -> dict:
 class Server:
     """One server process of `kind` on a free port, pinned to the server CPU."""
 
-    def __init__(self, kind: Kind, workdir: Path, redis: Redis | None = None) -> None:
+    def __init__(
+        self, kind: Kind, workdir: Path, redis: Redis | RedisCluster | None = None
+    ) -> None:
         if kind.redis and redis is None:
             raise ValueError(f"{kind.key} needs a Redis")
         self.kind = kind
@@ -310,6 +424,7 @@ class Server:
         self.workdir = workdir
         self.log_path = workdir / f"{kind.key}-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self.config: dict | None = None  # ours: the configuration it runs with
 
     @property
     def pid(self) -> int:
@@ -321,7 +436,8 @@ class Server:
         key = self.kind.key
         if key.startswith("ours"):
             config_path = self.workdir / f"config-{self.port}.yaml"
-            config = our_config(self.kind, self.port, redis_url)
+            seeds = self.redis.seeds if isinstance(self.redis, RedisCluster) else None
+            config = self.config = our_config(self.kind, self.port, redis_url, seeds)
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             return [sys.executable, str(ROOT / "server.py"), "--config", str(config_path)]
         script = {
@@ -334,6 +450,12 @@ class Server:
         if redis_url is not None:
             command += ["--redis-url", redis_url]
         return command
+
+    @property
+    def key_prefix(self) -> str:
+        """Ours: what its Redis keys and pub/sub channels start with."""
+        assert self.config is not None
+        return self.config["store"].get("key_prefix", "ws:")
 
     def start(self) -> Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +473,31 @@ class Server:
         place_server(self.process.pid)
         check_placement(self.process.pid)
         return self
+
+    def healthz(self) -> dict:
+        """Ours: `GET /healthz` (instance, connections, store, redis)."""
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=5) as reply:
+            return json.load(reply)
+
+    def counters(self) -> dict[str, float]:
+        """Ours: `GET /metrics`, each sample's value summed over its labels."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                name = name.split("{", 1)[0]
+                try:
+                    values[name] = values.get(name, 0.0) + float(value)
+                except ValueError:
+                    continue
+        return values
 
     def check(self) -> None:
         """Fail if the server process has died."""
