@@ -61,8 +61,20 @@ class Dialect:
     message_prefix: bytes  # a live broadcast's payload starts with this
 
 
+def bench_token() -> str:
+    """A JWT that ours-auth accepts (a week long, for one benchmark user)."""
+    import jwt
+
+    from bench.servers import BENCH_JWT_SECRET
+
+    claims = {"sub": "bench", "exp": int(time.time()) + 7 * 86400}
+    return jwt.encode(claims, BENCH_JWT_SECRET, algorithm="HS256")
+
+
 DIALECTS = {
     "relay": Dialect("relay", "/ws", b'{"type":"message","id"'),
+    # Our server with a token: the same frames.
+    "relay-auth": Dialect("relay", f"/ws?token={bench_token()}", b'{"type":"message","id"'),
     "plain": Dialect("plain", "/ws", b'{"type":"message"'),
     "socketio": Dialect(
         "socketio", "/socket.io/?EIO=4&transport=websocket", b'42["message",{"type":"message"'

@@ -176,7 +176,7 @@ class Setup:
 
     @property
     def server_pids(self) -> list[int]:
-        return [s.pid for s in self.servers]
+        return [pid for s in self.servers for pid in s.pids]
 
     @property
     def redis_pids(self) -> list[int]:
@@ -1020,7 +1020,7 @@ async def idle_all(
             try:
                 setup = setups[kind.key] = Setup(kind, ctx.workdir).start()
                 await asyncio.sleep(1.0)
-                baseline = metrics.rss_bytes(setup.servers[0].pid)
+                baseline = sum(metrics.rss_bytes(pid) for pid in setup.servers[0].pids)
                 redis_baseline = sum(metrics.rss_bytes(pid) for pid in setup.redis_pids)
                 mine, theirs = spawn.Pipe()
                 process = spawn.Process(
@@ -1033,7 +1033,7 @@ async def idle_all(
                 holders[kind.key] = (process, mine)
                 timing = await _await_holder(ctx, mine, process, n, setup)
                 await tick(ctx, 2.0, lambda t: "settling", setup.check)
-                after = metrics.rss_bytes(setup.servers[0].pid)
+                after = sum(metrics.rss_bytes(pid) for pid in setup.servers[0].pids)
                 redis_after = sum(metrics.rss_bytes(pid) for pid in setup.redis_pids)
                 figures[kind.key] = {
                     "connections": n,
@@ -1184,6 +1184,12 @@ class Target:
     of: str | None = None
 
 
+# Variants of ours, measured only where they answer a question: on a cluster against one
+# Redis (fan-out), with auth against without and 2 workers against 1 (handshakes, idle).
+VARIANTS = ("ours-cluster", "ours-auth", "ours-2w")
+DEFAULT_KINDS = tuple(k for k in KINDS if k not in VARIANTS)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -1192,7 +1198,7 @@ class Scenario:
     metrics: tuple[Metric, ...]
     headline: str  # the metric the ratios are taken of
     run_once: RunOnce | None = None
-    kinds: tuple[str, ...] = tuple(k for k in KINDS if k != "ours-cluster")
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     instances: int = 1
     fresh: bool = False  # a new server for every run (memory figures)
     repeats: int | None = None  # None: the plan's
@@ -1226,7 +1232,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 "deliveries_per_cpu_s",
                 lambda ctx, setup, n=n: fanout_run(ctx, setup, n),
                 # The cluster's figure is read against ours on one Redis.
-                kinds=tuple(KINDS),
+                kinds=(*DEFAULT_KINDS, "ours-cluster"),
                 params={"receivers": n, "window": window, "content": plan.message_size},
             )
         )
@@ -1268,6 +1274,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
             ),
             "handshakes_per_cpu_s",
             handshake_run,
+            kinds=(*DEFAULT_KINDS, "ours-auth", "ours-2w"),
             params={"concurrency": plan.handshake_concurrency},
         )
     )
@@ -1289,6 +1296,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 Metric("heartbeat_frames", "heartbeat frames"),
             ),
             "rss_per_conn_kb",
+            kinds=(*DEFAULT_KINDS, "ours-2w"),
             repeats=1,
             params={"connections": plan.idle_connections, "window_s": plan.idle_window},
             run_all=idle_all,

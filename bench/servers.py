@@ -31,6 +31,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+# ours-auth verifies HS256 tokens signed with this; the load presents one.
+BENCH_JWT_SECRET = "relay-bench-secret-of-at-least-thirty-two-bytes"
 SERVER_CPU = 0
 LOAD_CPU = 1
 START_TIMEOUT = 30.0
@@ -100,6 +102,23 @@ def check_placement(pid: int) -> None:
             continue
         if cpus != {SERVER_CPU}:
             raise ServerFailed(f"process {pid} runs on CPUs {sorted(cpus)}, not {SERVER_CPU}")
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may hold spaces: the fields after it.
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state != "Z":
+            found.append(int(entry))
+    return found
 
 
 def free_port() -> int:
@@ -326,6 +345,7 @@ class Kind:
     dialect: str  # bench.clients.DIALECTS key
     redis: bool  # needs a Redis
     describe: str
+    workers: int = 1  # ours: server.workers
 
     @property
     def reference(self) -> bool:
@@ -350,6 +370,24 @@ KINDS: dict[str, Kind] = {
             True,
             "as `ours`, on a Redis Cluster of 3 masters (no replicas), all on the server's "
             "CPU: sharded pub/sub, every channel's keys on its slot's shard",
+        ),
+        Kind(
+            "ours-auth",
+            "ours (all plugins + auth, redis)",
+            "relay-auth",
+            True,
+            "as `ours`, with plugins.auth on: every connection presents an HS256 JWT "
+            "(`?token=`) that the server verifies",
+        ),
+        Kind(
+            "ours-2w",
+            "ours (all plugins, redis, 2 workers)",
+            "relay",
+            True,
+            "as `ours`, with `server.workers: 2`: a supervisor and two worker processes "
+            "sharing the port, all pinned to the server's one CPU (their CPU and memory "
+            "summed)",
+            workers=2,
         ),
         Kind(
             "ours-bare",
@@ -398,9 +436,14 @@ def our_config(
         config["plugins"] = {}
         return config
     config["store"].update(backend="redis", redis_url=redis_url)
+    plugins = config["plugins"]
+    # config.yaml takes these from the environment: the benchmark's own, whatever it is.
+    plugins["auth"].update(enabled=False, dev_tokens=False)
     if cluster:
         config["store"]["redis_cluster"] = cluster
-    plugins = config["plugins"]
+    config["server"]["workers"] = kind.workers
+    if kind.key == "ours-auth":
+        plugins["auth"].update(enabled=True, secret=BENCH_JWT_SECRET, dev_tokens=False)
     # Raised so that the limits never refuse the benchmark's load (all from one IP).
     plugins["throttle"]["max_connections_per_ip"] = 1_000_000
     plugins["ratelimit"]["max_messages_per_second"] = 1_000_000
@@ -430,6 +473,11 @@ class Server:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """Its processes: itself and, with workers, the workers it started."""
+        return [self.pid, *children_of(self.pid)] if self.kind.workers > 1 else [self.pid]
 
     def command(self) -> list[str]:
         redis_url = self.redis.url if self.redis is not None else None
@@ -470,9 +518,27 @@ class Server:
             )
         place_server(self.process.pid)
         _wait_port(self.port, self.process, START_TIMEOUT, self.log_path)
-        place_server(self.process.pid)
-        check_placement(self.process.pid)
+        if self.kind.workers > 1:
+            self._wait_workers()
+        for pid in self.pids:
+            place_server(pid)
+            check_placement(pid)
         return self
+
+    def _wait_workers(self) -> None:
+        """Until every worker has answered /healthz (the port answers once the first
+        listens; each request is a new connection, which the kernel gives to either)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        seen: set[str] = set()
+        while len(seen) < self.kind.workers:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ServerFailed(
+                    f"{self.kind.workers} workers did not start: {tail(self.log_path)}"
+                )
+            try:
+                seen.add(self.healthz()["instance"])
+            except OSError:
+                time.sleep(0.05)
 
     def healthz(self) -> dict:
         """Ours: `GET /healthz` (instance, connections, store, redis)."""
