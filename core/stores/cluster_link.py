@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -48,8 +49,12 @@ MAX_REDIRECTS = 3
 UNSERVED = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING")
 
 
-def node_url(address: str) -> str:
-    return f"redis://{address}/0"
+def node_url(address: str, like: str = "redis://") -> str:
+    """The URL of the node at "host:port", with the scheme (TLS or not) and credentials
+    of `like` (store.redis_url): a password there applies to every node."""
+    parts = urlsplit(like)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return f"{parts.scheme or 'redis'}://{userinfo}{at}{address}/0"
 
 
 def key_of(args: Sequence[Any]) -> Any:
@@ -131,8 +136,11 @@ class ClusterLink:
         metrics: Metrics,
         scripts: Sequence[str] = (),
         probe_key: str = "relay:probe",
+        like: str = "redis://",
     ) -> None:
         self.seeds = list(seeds)
+        # Scheme and credentials for every node (from store.redis_url).
+        self.like = like
         self.url = "cluster " + ",".join(self.seeds)  # for logs
         self.metrics = metrics
         self.script_names = tuple(scripts)
@@ -209,7 +217,9 @@ class ClusterLink:
 
     def connection_to(self, address: str) -> AbstractConnection:
         """A new connection to one node, set up like the command links' (a subscriber's)."""
-        return _pool(address).make_connection()
+        return ConnectionPool.from_url(
+            node_url(address, self.like), **CONNECTION_OPTIONS
+        ).make_connection()
 
     async def connect(self) -> bool:
         """Read the slot map and connect to every master; True if any answered."""
@@ -309,7 +319,11 @@ class ClusterLink:
 
     def _node_link(self, address: str) -> RedisLink:
         link = RedisLink(
-            node_url(address), self.metrics, self.script_names, self.probe_prefix, reports=False
+            node_url(address, self.like),
+            self.metrics,
+            self.script_names,
+            self.probe_prefix,
+            reports=False,
         )
         link.log_limit = self.log_limit
         link.on_down(self._node_down)
@@ -421,10 +435,6 @@ class ClusterLink:
         links, self.nodes = list(self.nodes.values()), {}
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
         self._recompute()
-
-
-def _pool(address: str) -> ConnectionPool:
-    return ConnectionPool.from_url(node_url(address), **CONNECTION_OPTIONS)
 
 
 def _copy(source: asyncio.Future, target: asyncio.Future) -> None:

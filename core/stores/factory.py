@@ -181,12 +181,19 @@ async def open_stores(settings: StoreSettings, instance_id: str, metrics: Metric
     keys = Keys(settings.key_prefix)
     link: RedisLink | ClusterLink
     if settings.topology == "cluster":
-        link = ClusterLink(settings.redis_cluster, metrics, SCRIPTS, keys.probe())
+        link = ClusterLink(
+            settings.redis_cluster, metrics, SCRIPTS, keys.probe(), like=settings.redis_url
+        )
         where = link.url
     elif settings.topology == "sentinel":
         assert settings.redis_sentinel_master is not None  # checked with the settings
         link = SentinelLink(
-            settings.redis_sentinels, settings.redis_sentinel_master, metrics, SCRIPTS, keys.probe()
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+            metrics,
+            scripts=SCRIPTS,
+            probe_key=keys.probe(),
+            like=settings.redis_url,
         )
         where = link.url
     else:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.connection import parse_url
 
 from core.ops.metrics import Metrics
 from core.stores.redis_link import CONNECTION_OPTIONS, RedisLink
@@ -37,10 +38,17 @@ class SentinelLink(RedisLink):
         sentinels: Sequence[str],
         master: str,
         metrics: Metrics,
+        *,
         scripts: Sequence[str] = (),
         probe_key: str = "relay:probe",
+        like: str = "redis://",
     ) -> None:
         self.master = master
+        # Credentials and TLS for the master (from store.redis_url; its address unused).
+        given = parse_url(like)
+        self.credentials = {k: given[k] for k in ("username", "password") if given.get(k)}
+        if like.startswith("rediss://"):
+            self.credentials["ssl"] = True
         self.sentinel = Sentinel(
             [parse_address(a) for a in sentinels],
             sentinel_kwargs={
@@ -60,6 +68,7 @@ class SentinelLink(RedisLink):
             # master just demoted answers with READONLY (the pool turns that into a
             # connection error, and the next connection asks the sentinels again).
             **CONNECTION_OPTIONS,
+            **self.credentials,
         )
 
     async def close(self) -> None:

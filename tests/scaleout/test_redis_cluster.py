@@ -193,3 +193,14 @@ def test_every_name_of_a_channel_shares_its_slot():
         assert len(slots) == 1, channel
     rate = {key_slot(keys.ratelimit("10.0.0.1", b).encode()) for b in ("", "c1", "new-sessions")}
     assert len(rate) == 1
+
+
+def test_every_node_is_reached_with_the_scheme_and_credentials_of_redis_url():
+    from core.stores.cluster_link import node_url
+
+    assert node_url("10.0.0.5:7001") == "redis://10.0.0.5:7001/0"
+    assert node_url("10.0.0.5:7001", "redis://127.0.0.1:6379/0") == "redis://10.0.0.5:7001/0"
+    assert (
+        node_url("10.0.0.5:7001", "rediss://app:s%40cret@cache.internal:6380/2")
+        == "rediss://app:s%40cret@10.0.0.5:7001/0"
+    )

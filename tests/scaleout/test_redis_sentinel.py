@@ -105,3 +105,26 @@ async def test_a_killed_master_fails_over_to_the_replica_without_duplicates_or_g
     new = own_sentinel.replica.client()
     assert sorted(new.zrange(f"{key_prefix}instances", 0, -1)) == [b"left", b"right"]
     print(f"promotion {promoted - killed:.1f}s after the kill, delivery {resumed - promoted:.1f}s")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_password_of_redis_url_is_used_for_the_master(servers, tmp_path, key_prefix):
+    group = RedisSentinel(tmp_path / "locked", password="s3cret@pass").start()
+    try:
+        store = {
+            "backend": "redis",
+            "redis_sentinels": group.addresses,
+            "redis_sentinel_master": MASTER_NAME,
+            "key_prefix": key_prefix,
+            # Its host and port are not used; its credentials are.
+            "redis_url": "redis://:s3cret%40pass@192.0.2.1:1/0",
+        }
+        server = await servers(merge({"store": store}, CHANNELS), instance_id="locked")
+        assert server.health()["redis"] == "up"
+        client = await WsClient.connect(server.port)
+        await client.subscribe("room:locked")
+        await client.publish("room:locked", "through the password")
+        assert (await client.recv_type("message"))["content"] == "through the password"
+        assert group.master.client().xlen(f"{key_prefix}history:{{room:locked}}") == 1
+    finally:
+        group.stop()

@@ -20,11 +20,15 @@ class RedisSentinel:
     """`master` (a RedisServer), `replica` (replicating it) and one sentinel that fails
     the master over to the replica `DOWN_AFTER_MS` after it stops answering."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         self.workdir = workdir
-        self.master = RedisServer(workdir / "a")
+        self.password = password
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.master = RedisServer(workdir / "a", extra=auth, password=password)
         self.replica = RedisServer(
-            workdir / "b", extra=("--replicaof", "127.0.0.1", str(self.master.port))
+            workdir / "b",
+            extra=("--replicaof", "127.0.0.1", str(self.master.port), *auth),
+            password=password,
         )
         self.sentinel_port = free_port()
         self.sentinel: subprocess.Popen | None = None
@@ -52,6 +56,7 @@ class RedisSentinel:
             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+            + (f"sentinel auth-pass {MASTER_NAME} {self.password}\n" if self.password else "")
         )
         self.sentinel = subprocess.Popen(
             [redis_binary(), str(config), "--sentinel"],

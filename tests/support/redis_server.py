@@ -28,8 +28,15 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server process; `kill()` (SIGKILL) and `start()` keep the same port."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+        password: str | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.password = password  # given to `client()`: with --requirepass in `extra`
         self.port = port or free_port()
         self.extra = extra  # more redis-server arguments (cluster or sentinel mode)
         self.process: subprocess.Popen | None = None
@@ -85,4 +92,6 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=scaled(5))
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=scaled(5)
+        )
