@@ -18,6 +18,9 @@ from core.engine.services import Replay
 from core.stores.broker import LogPolicy
 from core.wire.entry import Entry
 
+# A cursor before every message: recovering from it replays all that the log still has.
+START = "0-0"
+
 
 @dataclass(frozen=True)
 class HistorySettings:
@@ -62,11 +65,27 @@ class HistoryPlugin(Plugin):
             entries, recovered = recovery.entries, recovery.complete
         else:
             entries, recovered = await broker.recent(channel, s.replay, s.ttl), None
+        through = await self._through(channel, since, entries)
         frames = newest_within([e.history_frame() for e in entries], budget)
         if len(frames) < len(entries):
             entries = entries[len(entries) - len(frames) :]
             recovered = False if since is not None else None
-        return Replay(entries, recovered)
+        return Replay(entries, recovered, through)
+
+    async def _through(self, channel: str, since: str | None, entries: list[Entry]) -> str:
+        """Where the subscriber stands once replayed: the newest message it was shown,
+        or else the newest the channel has, or else (the log holds nothing recent) the
+        start of the channel, so that everything published from now on counts as new."""
+        if entries:
+            return entries[-1].id
+        if since is not None:
+            return since
+        if self.settings.replay == 0:
+            # Nothing was asked for, so nothing tells where the channel stands: ask.
+            tip = await self.services.broker.value.recent(channel, 1, self.settings.ttl)
+            if tip:
+                return tip[-1].id
+        return START
 
     async def latest(self, channel: str, count: int) -> list[Entry]:
         """`channel`'s latest `count` messages, up to `size`, none older than `ttl`."""

@@ -140,7 +140,7 @@ class Dispatcher:
             parsed = frames.parse_client_frame(data, self.classes)
         except frames.FrameError as error:
             self.metrics.messages_rejected.labels(error.code).inc()
-            conn.send_json(frames.error_payload(error.code, error.message))
+            conn.send_json(frames.error_payload(error.code, error.message, **error.extra))
             return
         if isinstance(parsed, frames.ClientCommand):
             await self._command(conn, parsed)

@@ -96,32 +96,48 @@ class Hub:
 
     def remove(self, conn: Connection) -> list[str]:
         """The connection is gone: out of every channel. Returns the channels it was in;
-        `conn.channels` keeps them, each with the last id fanned out in it here (where a
-        resumed session picks up)."""
+        `conn.channels` keeps them, each with the cursor a resumed session picks up from:
+        the newer of where it was caught up when it went live and the last id fanned
+        out in the channel here since."""
         self._connections.pop(conn, None)
         channels = list(conn.channels)
         for channel in channels:
-            conn.channels[channel] = self.last_id(channel)
+            room = self._rooms.get(channel)
+            # One still joining has not been handed what was fanned out meanwhile: it
+            # keeps the cursor it was joining from.
+            if room is not None and conn in room.ready:
+                conn.channels[channel] = newer(conn.channels[channel], room.last_id)
             self._drop(conn, channel)
         return channels
 
-    async def join(self, conn: Connection, channel: str) -> None:
+    async def join(self, conn: Connection, channel: str, cursor: str | None = None) -> None:
         """Start collecting `channel`'s live messages for `conn`, held until `go_live`;
-        returns once the broker delivers that channel here."""
+        returns once the broker delivers that channel here. `cursor`: the id it recovers
+        from, kept as its place in the channel should it leave before going live."""
         room = self._rooms.get(channel)
         if room is None:
             room = self._rooms[channel] = Room()
         room.joining[conn] = []
-        conn.channels[channel] = None
+        conn.channels[channel] = cursor
         await self.broker.subscribe(channel)
 
-    def go_live(self, conn: Connection, channel: str, replayed_through: str | None = None) -> None:
+    def go_live(
+        self,
+        conn: Connection,
+        channel: str,
+        replayed_through: str | None = None,
+        cursor: str | None = None,
+    ) -> None:
         """Hand `conn` what arrived on `channel` while it joined (minus what its replay
-        covered); from now on it gets the channel's messages as they come."""
+        covered); from now on it gets the channel's messages as they come. `cursor`: the
+        newest id of the channel it is caught up with (its place, should it leave before
+        anything is fanned out here)."""
         room = self._rooms.get(channel)
         held = room.joining.pop(conn, None) if room is not None else None
         if held is None:
             return  # it left while joining
+        if cursor is not None:
+            conn.channels[channel] = cursor
         if replayed_through is not None and (cutoff := parse_id(replayed_through)):
             held = [e for e in held if e.key is None or e.key > cutoff]
         held = [e for e in held if e.origin is None or e.origin != conn.key]
@@ -218,3 +234,14 @@ class Hub:
         for conn in everyone:
             conn.send(frame, priority)
         return len(everyone)
+
+
+def newer(a: str | None, b: str | None) -> str | None:
+    """The later of two ordered ids (either may be None or not ordered: the other wins)."""
+    ka = parse_id(a) if a is not None else None
+    kb = parse_id(b) if b is not None else None
+    if ka is None:
+        return b if kb is not None else a
+    if kb is None:
+        return a
+    return a if ka >= kb else b

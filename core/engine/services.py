@@ -34,6 +34,11 @@ class Replay:
 
     entries: list[Entry]
     recovered: bool | None = None
+    # The newest id of the channel the subscriber is caught up with once it has these
+    # (None: not known). It is the subscriber's place in the channel until something
+    # newer reaches it, so that a session resumed later gets what came after, even in a
+    # channel where nothing was delivered meanwhile.
+    through: str | None = None
 
 
 class History(Protocol):

@@ -83,7 +83,9 @@ class Subscriptions:
     async def hold(self, conn: Connection, channels: Mapping[str, str | None]) -> None:
         """Step 1 for the welcome's channels, before the welcome is sent (together: the
         broker's subscriptions for new channels share one round trip)."""
-        await asyncio.gather(*(self.hub.join(conn, channel) for channel in channels))
+        await asyncio.gather(
+            *(self.hub.join(conn, channel, cursor) for channel, cursor in channels.items())
+        )
 
     async def catch_up(
         self, conn: Connection, channel: str, since: str | None, announce: bool
@@ -113,7 +115,8 @@ class Subscriptions:
             for entry in replay.entries:
                 conn.send(entry.history_frame())
             cutoff = replay.entries[-1].id
-        self.hub.go_live(conn, channel, cutoff)
+        through = replay.through if replay is not None else None
+        self.hub.go_live(conn, channel, cutoff, cursor=through or since)
 
     # -- client requests ------------------------------------------------------------
 
@@ -151,7 +154,9 @@ class Subscriptions:
             return
         if conn.closing:
             return
-        await self.hub.join(conn, channel)
+        if since is not None and parse_id(since) is None:
+            since = None  # not an id: as if absent
+        await self.hub.join(conn, channel, since)
         await self.catch_up(conn, channel, since, announce=True)
 
     async def unsubscribe(self, conn: Connection, channel: str) -> None:

@@ -8,6 +8,7 @@ every recipient: a broadcast is encoded and framed once, then written to each so
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,10 +66,11 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 class FrameError(Exception):
     """A client frame that breaks the protocol; answered with an error frame."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extra: object) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra  # more fields of the error frame (`channel`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +138,25 @@ def _command(kind: str, obj: dict) -> ClientCommand:
 
 def _check_channel(channel: object) -> None:
     if not is_channel_name(channel):
+        # The frame's own value goes back as `channel`, so a client can tell which of
+        # its requests was refused; a value no frame could carry back is left out.
+        echo = {"channel": channel} if _sendable(channel) else {}
         raise FrameError(
             INVALID_CHANNEL,
             f"'channel' must be a channel name (letters, digits and _.:@-, at most 128, "
             f"nothing ending in ':'); got {_show(channel)}",
+            **echo,
         )
+
+
+def _sendable(value: object) -> bool:
+    """Whether a client's scalar can be sent back as it is (a string of Unicode text, a
+    finite number, a boolean)."""
+    if isinstance(value, str):
+        return _is_unicode(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int)
 
 
 def _is_unicode(text: str) -> bool:

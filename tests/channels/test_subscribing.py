@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import redis_changes
 from tests.support.config import merge
 from tests.support.metrics import sample
 from tests.support.waiting import connections_settle, until
@@ -235,6 +236,83 @@ async def test_a_resumed_session_is_back_in_its_channels_with_what_it_missed(ser
     assert all(f["history"] for f in got)
     await sender.publish("room:a", "live")
     assert (await back.recv_type("message"))["content"] == "live"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+@pytest.mark.parametrize("replay", [0, 3])
+@pytest.mark.gen_test(timeout=15)
+async def test_a_resumed_session_gets_what_it_missed_where_nothing_had_reached_it(
+    servers, request, store, replay
+):
+    """A channel in which the connection was delivered nothing live (only the history of
+    its subscribe, or not even that) still has its place kept: what was published there
+    while the client was away comes back once on resume, and nothing from before."""
+    changes: dict = {"plugins": {"history": {"replay": replay}}}
+    if store == "redis":
+        url = request.getfixturevalue("redis_server").url
+        changes = merge(changes, redis_changes(url, request.getfixturevalue("key_prefix")))
+    server = await start(servers, changes)
+    sender = await WsClient.connect(server.port)
+    # Published where nobody here listens, so nothing is ever fanned out in "lounge".
+    for i in range(4):
+        await sender.publish("lounge", f"before {i}")
+    await sender.subscribe("room:sync")  # answered once the messages before it are in
+    reader = await WsClient.connect(server.port)
+    await reader.subscribe("lounge")
+    assert [f["content"] for f in await reader.messages(replay)] == [
+        f"before {i}" for i in range(4 - replay, 4)
+    ]
+    reader.close()
+    await connections_settle(server, 1)
+    await sender.publish("lounge", "missed in the lounge")
+    await sender.send("normal", "missed on broadcast")
+    await sender.recv_type("message")  # its own, after the lounge one was published
+
+    back = await WsClient.connect(server.port, session=reader.session)
+    assert back.welcome["resumed"] is True and "lounge" in back.welcome["channels"]
+    got = await back.messages(2)
+    assert sorted((f["channel"], f["content"], f["history"]) for f in got) == [
+        ("broadcast", "missed on broadcast", True),
+        ("lounge", "missed in the lounge", True),
+    ]
+    await back.nothing_for(0.2)  # nothing from before it left
+
+
+@pytest.mark.parametrize(
+    ("frame", "echoed"),
+    [
+        ({"type": "subscribe", "channel": "room:"}, "room:"),
+        ({"type": "unsubscribe", "channel": "has space"}, "has space"),
+        ({"type": "presence", "channel": "x" * 129}, "x" * 129),
+        ({"type": "normal", "content": "hi", "channel": "bad/name"}, "bad/name"),
+        ({"type": "subscribe", "channel": 42}, 42),
+        ({"type": "subscribe"}, None),  # no channel in the frame: none in the answer
+        ({"type": "subscribe", "channel": ["room:a"]}, None),  # not a value to send back
+    ],
+)
+@pytest.mark.gen_test(timeout=10)
+async def test_invalid_channel_names_the_channel_of_the_frame(servers, frame, echoed):
+    server = await start(servers)
+    client = await WsClient.connect(server.port)
+    await client.send_json(frame)
+    error = await client.recv_type("error")
+    assert error["code"] == "invalid_channel"
+    if echoed is None:
+        assert "channel" not in error
+    else:
+        assert error["channel"] == echoed
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_invalid_channel_leaves_out_a_name_that_cannot_be_sent_back(servers):
+    server = await start(servers)
+    client = await WsClient.connect(server.port)
+    # JSON can spell a lone surrogate, which no text frame can carry back.
+    await client.send_raw('{"type": "subscribe", "channel": "room:\\ud800"}')
+    error = await client.recv_type("error")
+    assert error["code"] == "invalid_channel" and "channel" not in error
+    await client.send("normal", "still open")
+    assert (await client.recv_type("message"))["content"] == "still open"
 
 
 @pytest.mark.gen_test(timeout=10)
