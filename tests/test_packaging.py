@@ -76,7 +76,8 @@ def test_pip_install_gives_a_relay_command_that_serves(tmp_path):
     try:
         page = fetch(port, "/", relay)
         assert b"<html" in page.lower()
-        assert b"WebSocket" in fetch(port, "/static/app.js", relay)
+        assert b"relay.js" in fetch(port, "/static/app.js", relay)
+        assert b"WebSocket" in fetch(port, "/static/relay.js", relay)
         assert b'"status": "ok"' in fetch(port, "/healthz", relay)
     finally:
         relay.terminate()

@@ -111,6 +111,14 @@ class ClientPage:
         self.page.fill("#text", text)
         self.page.press("#text", "Enter")
 
+    def sign_in(self, name: str) -> ClientPage:
+        """Sign in by name in the page's sign-in panel (the server hands out dev tokens)."""
+        expect(self.testid("signin")).to_be_visible()
+        self.testid("signin-user").fill(name)
+        self.testid("signin-submit").click()
+        expect(self.testid("signin")).to_be_hidden()
+        return self.wait_open()
+
     def join(self, name: str) -> None:
         """Type a room name into the join form and submit it (the form is in the sidebar,
         which a narrow page shows as a drawer: opened first)."""
@@ -160,8 +168,12 @@ class ClientPage:
         return self.testid("client-id").inner_text()
 
     def user(self) -> str:
-        """Who this page is: without authentication, its client id."""
-        return self.client_id()
+        """Who this page is (`welcome.user`): without authentication, its client id."""
+        return self.testid("user").get_attribute("data-user")
+
+    def name(self) -> str:
+        """How this page's person is shown (a guest: by the start of its client id)."""
+        return self.testid("user").inner_text()
 
     def conversation(self, key: str):
         """The sidebar entry of a conversation (see `open_conversation`)."""

@@ -78,7 +78,7 @@ def test_a_room_is_shared_by_its_members_and_no_one_else(processes, client_pages
         assert page.contents() == texts
         assert attribute(page.messages, "data-channel") == ["room:lobby"] * 3
         expect(page.messages.first).to_have_attribute("data-user", alice.user())
-        expect(page.messages.first.locator(".from")).to_contain_text(alice.user())
+        expect(page.messages.first.locator(".from")).to_contain_text(alice.name())
 
     # Carol is not in the room: the server sent her none of it, and she has no such entry.
     carol.send("carol in the default channel")
@@ -144,7 +144,7 @@ def test_a_direct_message_reaches_its_recipient_only(processes, client_pages):
 
     # From the room's people list, alice opens a conversation with bob and writes.
     alice.write_to(bob.user())
-    expect(alice.title).to_have_text(f"@{bob.user()}")
+    expect(alice.title).to_have_text(f"@{bob.name()}")
     expect(alice.testid("message-input")).to_be_focused()
     alice.send("psst, bob")
     expect(alice.message("psst, bob")).to_have_class(re.compile(r"\bmine\b"))
@@ -165,7 +165,7 @@ def test_a_direct_message_reaches_its_recipient_only(processes, client_pages):
     # The frames went to the personal channels, and carol got neither of them.
     assert [f["content"] for f in bob.received(channel=f"user:{bob.user()}")] == ["psst, bob"]
     assert [f["content"] for f in alice.received(channel=f"user:{alice.user()}")] == ["what is it?"]
-    expect(carol.page.get_by_test_id("conversation").filter(has_text=alice.user())).to_have_count(0)
+    expect(carol.page.get_by_test_id("conversation").filter(has_text=alice.name())).to_have_count(0)
     assert all(f.get("content") not in ("psst, bob", "what is it?") for f in carol.received())
     # And nothing of it in the room.
     alice.open_conversation("room:lobby")
@@ -425,10 +425,14 @@ def test_on_a_phone_the_rooms_are_a_drawer_away_and_nothing_scrolls_sideways(
 def test_the_picture_in_the_docs(processes, client_pages, docs_dir, tmp_path):
     """Three people in a room, a second room with unread messages, a direct message:
     the README's picture (refreshed with UPDATE_SCREENSHOT=1 or when missing)."""
-    server = start(processes, {"plugins": {"heartbeat": {"tiers": [{"interval": 1}]}}})
-    alice = client_pages(server, viewport=WIDE)
-    bob = client_pages(server)
-    carol = client_pages(server)
+    # Signed in by name, as a demo would: people are shown as alice, bob and carol.
+    auth = {"enabled": True, "secret": "the-picture-secret-" + "x" * 32, "dev_tokens": True}
+    server = start(
+        processes, {"plugins": {"auth": auth, "heartbeat": {"tiers": [{"interval": 1}]}}}
+    )
+    alice = client_pages(server, viewport=WIDE, wait=False).sign_in("alice")
+    bob = client_pages(server, wait=False).sign_in("bob")
+    carol = client_pages(server, wait=False).sign_in("carol")
     alice.send("Standup in 10 minutes", "status")
     for page in (alice, bob, carol):
         in_room(page)

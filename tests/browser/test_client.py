@@ -234,12 +234,13 @@ def test_classes_follow_the_server_and_have_their_own_colours(processes, client_
     assert colours["critical"] != colours["status"], colours
     assert len(set(colours.values())) == 4, colours
 
-    # The manual test plan's helper: a batch of status messages, then one critical.
+    # The priority demo: status messages, then one critical, queued together; the
+    # critical one goes out first (test_priority_demo.py has more).
     page.testid("priority-test").click()
     expect(page.messages).to_have_count(9)
     assert [m.get_attribute("data-class") for m in page.messages.all()[4:]] == [
-        *["status"] * 4,
         "critical",
+        *["status"] * 4,
     ]
 
 
