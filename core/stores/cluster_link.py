@@ -33,6 +33,7 @@ from core.ops.metrics import Metrics
 from core.stores.redis_link import (
     COMMAND_TIMEOUT,
     CONNECTION_OPTIONS,
+    Commands,
     LinkDown,
     RedisLink,
     Script,
@@ -127,8 +128,9 @@ def tag_in(ranges: Sequence[tuple[int, int]], prefix: str) -> str:
         n += 1
 
 
-class ClusterLink:
-    """Links to every master of a Redis Cluster; commands routed by key slot."""
+class ClusterLink(Commands):
+    """Links to every master of a Redis Cluster; commands routed by key slot (a script
+    to the master of its keys' slot: they share one)."""
 
     def __init__(
         self,
@@ -400,28 +402,6 @@ class ClusterLink:
             future.set_exception(LinkDown(text))
             return
         future.set_exception(error)
-
-    def fire(self, *args: Any) -> None:
-        """`call` without waiting for the reply."""
-        if self.up:
-            self.call(*args).add_done_callback(self._ignore_result)
-
-    def fire_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
-        if self.up:
-            self.script(name, keys, args).add_done_callback(self._ignore_result)
-
-    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
-        """Run a registered Lua script on the master of its keys' slot (they share one)."""
-        return self.call("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
-
-    def _ignore_result(self, future: asyncio.Future) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None and not isinstance(error, LinkDown):
-            said = self.log_limit.allow("fire")
-            if said is not None:
-                log.warning("fire-and-forget Redis command failed: %s%s", error, said)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

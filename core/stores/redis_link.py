@@ -115,7 +115,42 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-class RedisLink:
+class Commands:
+    """What every link offers on top of its `call`: scripts by name, and commands whose
+    reply nobody waits for. A link has `up`, `scripts` (name -> Script), `log_limit`
+    and `call(*args) -> Future`."""
+
+    up: bool
+    scripts: dict[str, Script]
+    log_limit: LogLimit
+
+    def call(self, *args: Any) -> asyncio.Future:
+        raise NotImplementedError
+
+    def fire(self, *args: Any) -> None:
+        """`call` without waiting for the reply; a failure only marks the link down."""
+        if self.up:
+            self.call(*args).add_done_callback(self._ignore_result)
+
+    def fire_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        if self.up:
+            self.script(name, keys, args).add_done_callback(self._ignore_result)
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
+        """Run a registered Lua script with EVALSHA (reloaded where Redis lost it)."""
+        return self.call("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
+
+    def _ignore_result(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, LinkDown):
+            said = self.log_limit.allow("fire")
+            if said is not None:
+                log.warning("fire-and-forget Redis command failed: %s%s", error, said)
+
+
+class RedisLink(Commands):
     """The command connection to Redis, its auto-pipeline, and its up/down state."""
 
     def __init__(
@@ -316,28 +351,6 @@ class RedisLink:
             self._draining = True
             self._spawn(self._drain())
         return future
-
-    def fire(self, *args: Any) -> None:
-        """`call` without waiting for the reply; a failure only marks the link down."""
-        if self.up:
-            self.call(*args).add_done_callback(self._ignore_result)
-
-    def fire_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
-        if self.up:
-            self.script(name, keys, args).add_done_callback(self._ignore_result)
-
-    def _ignore_result(self, future: asyncio.Future) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None and not isinstance(error, LinkDown):
-            said = self.log_limit.allow("fire")
-            if said is not None:
-                log.warning("fire-and-forget Redis command failed: %s%s", error, said)
-
-    def script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> asyncio.Future:
-        """Run a registered Lua script with EVALSHA (reloaded if Redis lost it)."""
-        return self.call("EVALSHA", self.scripts[name].sha, len(keys), *keys, *args)
 
     def _deadline_ms(self) -> int:
         """When, on Redis's clock, a command sent now stops being waited for."""

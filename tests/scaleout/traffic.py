@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+from tests.support.waiting import until
 from tests.support.ws_client import Closed, WsClient
 
 
@@ -69,3 +71,27 @@ class Recorder:
     def reached(self, number: int, channel: str) -> bool:
         """Whether a Stream's message numbered `number` or later has arrived."""
         return any(n >= number for n in self.numbers(channel))
+
+
+async def resumes_once_in_order(stream: Stream, receivers: list[Recorder]) -> float:
+    """After a failover: wait until the stream's messages reach the last receiver (on the
+    other instance) again, send 20 more, and check that every receiver has each of those
+    once and all it got in order, none twice. Returns when delivery resumed
+    (`time.monotonic()`). Messages sent before the instances found the new master follow
+    the outage rule (their sender's clients only), so only later ones must arrive."""
+    channel = stream.channel
+    mark = stream.sent
+    await until(lambda: receivers[-1].reached(mark, channel), timeout=10)
+    resumed = time.monotonic()
+    after = stream.sent  # everything from here on was accepted after the recovery
+    await until(lambda: stream.sent >= after + 20, timeout=10)
+    await stream.stop()
+    last = stream.sent - 1
+    for receiver in receivers:
+        await until(lambda r=receiver: r.seen(f"m{last}"), timeout=10)
+        numbers = receiver.numbers(channel)
+        arrived = [(m["id"], m["content"]) for m in receiver.messages(channel)]
+        assert len(numbers) == len(set(numbers)), f"delivered twice: {arrived}"
+        assert numbers == sorted(numbers), f"out of order: {arrived}"
+        assert set(range(after, last + 1)) <= set(numbers), f"missing after recovery: {arrived}"
+    return resumed
