@@ -13,6 +13,7 @@ class BlackholeProxy:
         self.target_port = target_port
         self.port = 0
         self.vanished = False
+        self.replies_swallowed = False  # upstream -> client only
         self._server: asyncio.AbstractServer | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: list[asyncio.Task] = []
@@ -26,24 +27,45 @@ class BlackholeProxy:
         self._tasks.append(asyncio.current_task())
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self._writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer, reply=True)
+        )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bool = False
+    ) -> None:
         while True:
-            if self.vanished:
+            if self.vanished or (reply and self.replies_swallowed):
                 # Stop reading too: the server's writes back up in the kernel, as they
                 # would toward a peer that is gone.
                 await asyncio.Event().wait()
             data = await reader.read(65536)
-            if not data or self.vanished:
-                if not data:
-                    return
-                continue
+            if not data:
+                return
+            if self.vanished or (reply and self.replies_swallowed):
+                continue  # read while it was still forwarding: dropped
             writer.write(data)
             await writer.drain()
 
     def vanish(self) -> None:
         self.vanished = True
+
+    def swallow_replies(self) -> None:
+        """Keep forwarding what clients send, and drop what comes back: requests are
+        carried out, their answers never arrive."""
+        self.replies_swallowed = True
+
+    async def cut(self) -> None:
+        """Close every connection through it (both ends) and forward normally again for
+        new ones."""
+        tasks, self._tasks = self._tasks, []
+        writers, self._writers = self._writers, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in writers:
+            w.close()
+        self.vanished = self.replies_swallowed = False
 
     async def close(self) -> None:
         for task in self._tasks:

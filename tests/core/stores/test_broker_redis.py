@@ -8,6 +8,7 @@ from core.stores.broker import LogPolicy
 from core.stores.broker_redis import RedisBroker
 from core.wire.entry import Entry
 from tests.core.stores.redis_helpers import keys, link_to
+from tests.support.blackhole import BlackholeProxy
 from tests.support.waiting import until
 
 
@@ -186,3 +187,30 @@ async def test_a_publish_held_up_past_its_deadline_takes_no_effect(own_redis, ke
     assert [t for t in kept if b'"content":"2"' in t] == []
     await b.stop()
     await other.stop()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_publish_whose_reply_was_lost_is_delivered_here_once(redis_server, key_prefix):
+    # Redis carries out the publish but its reply never arrives: the instance delivers
+    # the message to its own subscribers (outage rule); when it reconnects, the message
+    # is in the stream with an id, and the recovery must not deliver it again.
+    proxy = await BlackholeProxy(redis_server.port).start()
+    try:
+        b, got = await broker(f"redis://127.0.0.1:{proxy.port}/0", key_prefix)
+        b.publish("broadcast", 5, tail(1), 1.0, "normal")
+        await until(lambda: has(got, 1))
+        proxy.swallow_replies()
+        lost = b.publish("broadcast", 5, tail(2), 1.0, "normal")
+        stream = f"{key_prefix}history:{{broadcast}}"
+        r = redis_server.client()
+        await until(lambda: r.xlen(stream) == 2)  # carried out in Redis
+        await until(lost.done, timeout=5)
+        assert lost.result().startswith("L")
+        await proxy.cut()
+        await until(lambda: b.link.up and b.subscribed, timeout=10)
+        b.publish("broadcast", 5, tail(3), 1.0, "normal")
+        await until(lambda: has(got, 3), timeout=10)
+        assert contents(got) == [b"1", b"2", b"3"]
+        await b.stop()
+    finally:
+        await proxy.close()
