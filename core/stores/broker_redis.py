@@ -276,10 +276,14 @@ class RedisBroker(Broker):
             state = self._channels[channel] = _Channel(channel, self.keys)
             self._by_pubsub[state.pubsub.encode()] = state
             state.confirmed = asyncio.get_running_loop().create_future()
-            if self._conn is not None:
-                task = asyncio.ensure_future(self._command("SUBSCRIBE", state.pubsub))
-                task.add_done_callback(_ignore)
+            self._listen(state)
         return state
+
+    def _listen(self, state: _Channel) -> None:
+        """Start hearing a channel that has its first local subscriber."""
+        if self._conn is not None:
+            task = asyncio.ensure_future(self._command("SUBSCRIBE", state.pubsub))
+            task.add_done_callback(_ignore)
 
     async def subscribe(self, channel: str) -> None:
         state = self.want(channel)
@@ -298,6 +302,10 @@ class RedisBroker(Broker):
         del self._by_pubsub[state.pubsub.encode()]
         if state.confirmed is not None and not state.confirmed.done():
             state.confirmed.cancel()
+        self._stop_listening(state)
+
+    def _stop_listening(self, state: _Channel) -> None:
+        """Stop hearing a channel whose last local subscriber left."""
         if self._conn is not None:
             task = asyncio.ensure_future(self._command("UNSUBSCRIBE", state.pubsub))
             task.add_done_callback(_ignore)

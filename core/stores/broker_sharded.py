@@ -342,23 +342,11 @@ class ShardedRedisBroker(RedisBroker):
     async def start(self) -> None:
         self._place_control()
 
-    def want(self, channel: str) -> _Channel:
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel(channel, self.keys)
-            self._by_pubsub[state.pubsub.encode()] = state
-            state.trail = collections.deque(maxlen=TRAIL)
-            state.confirmed = asyncio.get_running_loop().create_future()
-            self._attach(state, self._place(state.pubsub))
-        return state
+    def _listen(self, state: _Channel) -> None:
+        state.trail = collections.deque(maxlen=TRAIL)
+        self._attach(state, self._place(state.pubsub))
 
-    def unsubscribe(self, channel: str) -> None:
-        state = self._channels.pop(channel, None)
-        if state is None:
-            return
-        del self._by_pubsub[state.pubsub.encode()]
-        if state.confirmed is not None and not state.confirmed.done():
-            state.confirmed.cancel()
+    def _stop_listening(self, state: _Channel) -> None:
         listener = state.listener
         if listener is not None:
             listener.remove(state)
