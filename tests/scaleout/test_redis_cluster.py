@@ -11,7 +11,7 @@ from redis.crc import key_slot
 
 from tests.channels.test_subscribing import CHANNELS
 from tests.scaleout.conftest import cluster_changes
-from tests.scaleout.traffic import Recorder, Stream, resumes_once_in_order
+from tests.scaleout.traffic import flowing, resumes_once_in_order
 from tests.support.config import merge
 from tests.support.timing import scaled
 from tests.support.waiting import until
@@ -95,17 +95,9 @@ async def test_a_killed_master_fails_over_without_duplicates_or_gaps(
     servers, own_cluster, key_prefix
 ):
     left, right = await pair(servers, own_cluster, key_prefix, UNLIMITED)
-    sender = await WsClient.connect(left.port)
-    clients = [await WsClient.connect(left.port), await WsClient.connect(right.port)]
-    for client in (sender, *clients):
-        await client.subscribe("room:fail")
-    receivers = [Recorder(c) for c in clients]
+    stream, receivers = await flowing(left, right, "room:fail")
     name = f"{key_prefix}{{room:fail}}"
     master = own_cluster.master_of(name)
-
-    stream = Stream(sender, "room:fail", per_second=20)
-    stream.start()
-    await until(lambda: stream.sent >= 10)
     master.kill()
     killed = time.monotonic()
     new = await asyncio.get_running_loop().run_in_executor(
@@ -123,16 +115,9 @@ async def test_a_frozen_master_stalls_nobody_and_its_waking_drops_nothing(
     servers, own_cluster, key_prefix
 ):
     left, right = await pair(servers, own_cluster, key_prefix, UNLIMITED)
-    sender = await WsClient.connect(left.port)
-    clients = [await WsClient.connect(left.port), await WsClient.connect(right.port)]
-    for client in (sender, *clients):
-        await client.subscribe("room:ice")
-    receivers = [Recorder(c) for c in clients]
+    stream, receivers = await flowing(left, right, "room:ice")
     name = f"{key_prefix}{{room:ice}}"
     master = own_cluster.master_of(name)
-    stream = Stream(sender, "room:ice", per_second=20)
-    stream.start()
-    await until(lambda: stream.sent >= 10)
     master.pause()
     frozen = time.monotonic()
     # Frozen: no error, only silence. The sender's instance keeps delivering to its own

@@ -13,7 +13,7 @@ import pytest
 
 from tests.channels.test_subscribing import CHANNELS
 from tests.scaleout.test_redis_cluster import UNLIMITED
-from tests.scaleout.traffic import Recorder, Stream, resumes_once_in_order
+from tests.scaleout.traffic import flowing, resumes_once_in_order
 from tests.support.config import merge
 from tests.support.ports import free_port
 from tests.support.redis_sentinel import MASTER_NAME, RedisSentinel
@@ -70,14 +70,7 @@ async def test_a_killed_master_fails_over_to_the_replica_without_duplicates_or_g
     servers, own_sentinel, key_prefix
 ):
     left, right = await pair(servers, own_sentinel, key_prefix)
-    sender = await WsClient.connect(left.port)
-    clients = [await WsClient.connect(left.port), await WsClient.connect(right.port)]
-    for client in (sender, *clients):
-        await client.subscribe("room:fail")
-    receivers = [Recorder(c) for c in clients]
-    stream = Stream(sender, "room:fail", per_second=20)
-    stream.start()
-    await until(lambda: stream.sent >= 10)
+    stream, receivers = await flowing(left, right, "room:fail")
     own_sentinel.master.kill()
     killed = time.monotonic()
     await asyncio.get_running_loop().run_in_executor(None, own_sentinel.wait_promotion)

@@ -95,3 +95,17 @@ async def resumes_once_in_order(stream: Stream, receivers: list[Recorder]) -> fl
         assert numbers == sorted(numbers), f"out of order: {arrived}"
         assert set(range(after, last + 1)) <= set(numbers), f"missing after recovery: {arrived}"
     return resumed
+
+
+async def flowing(left, right, channel: str) -> tuple[Stream, list[Recorder]]:
+    """A sender on `left` publishing 20 messages a second into `channel`, already 10
+    in, and two recording receivers: one on `left`, one on `right`."""
+    sender = await WsClient.connect(left.port)
+    clients = [await WsClient.connect(left.port), await WsClient.connect(right.port)]
+    for client in (sender, *clients):
+        await client.subscribe(channel)
+    receivers = [Recorder(c) for c in clients]
+    stream = Stream(sender, channel, per_second=20)
+    stream.start()
+    await until(lambda: stream.sent >= 10)
+    return stream, receivers
