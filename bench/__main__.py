@@ -1,6 +1,6 @@
 """The benchmark harness: `./dev bench` (= `python -m bench`).
 
-    python -m bench                       # everything, about 9 minutes on 2 cores
+    python -m bench                       # everything, about 15 minutes on 2 cores
     python -m bench --quick               # a short smoke run of every scenario
     python -m bench --scenario fanout-1000,echo-100 --servers ours,websockets
 
@@ -99,7 +99,10 @@ async def run(args: argparse.Namespace) -> int:
         },
         "packages": report.package_versions(),
         "plan": dataclasses.asdict(plan),
-        "servers": {k.key: {"label": k.label, "describe": k.describe} for k in kinds},
+        "servers": {
+            k.key: {"label": k.label, "describe": k.describe, "reference": k.reference}
+            for k in kinds
+        },
         "scenarios": [],
     }
     failures = 0
@@ -118,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
                     "params": result.params,
                     "headline": scenario.headline,
                     "references": list(scenario.references),
-                    "target": dataclasses.asdict(scenario.target) if scenario.target else None,
+                    "targets": [dataclasses.asdict(t) for t in scenario.targets],
                     "metrics": [dataclasses.asdict(m) for m in scenario.metrics],
                     "servers": [k.key for k in kinds if k.key in scenario.kinds],
                     "median": {

@@ -65,6 +65,9 @@ def package_versions() -> dict:
 
 # -- tables -------------------------------------------------------------------------
 
+# The references the summary puts ours against, by key: the name in its column.
+SUMMARY_REFERENCES = {"tornado": "bare Tornado", "websockets": "websockets", "floor": "floor"}
+
 
 def fmt(value, spec: str) -> str:
     if value is None:
@@ -87,41 +90,73 @@ def ratio_text(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
-def target_of(results: dict, s: dict, kind: str) -> tuple[float | None, float | None, str]:
-    """A scenario's target for one server: (value, what it reached, how to say it).
-    What is reached is the headline, or, for a target relative to another scenario, the
-    headline divided by that server's headline there (None if not in this run)."""
-    target = s.get("target")
-    head = next(m for m in s["metrics"] if m["key"] == s["headline"])
-    value = s["median"].get(kind, {}).get(head["key"])
-    if not target:
-        return None, None, ""
-    word = "at least" if head["better"] == "higher" else "at most"
-    if not target.get("of"):
-        return value, target["value"], f"{word} {fmt(target['value'], head['fmt'])}"
-    other = next((o for o in results["scenarios"] if o["name"] == target["of"]), None)
-    base = other["median"].get(kind, {}).get(other["headline"]) if other else None
+def targets_of(s: dict) -> list[dict]:
+    """A scenario's targets (results written before there could be several have one,
+    `target`)."""
+    if "targets" in s:
+        return s["targets"]
+    return [s["target"]] if s.get("target") else []
+
+
+def target_metric(s: dict, target: dict) -> dict:
+    """The metric a target is about: the headline unless it names another."""
+    key = target.get("metric") or s["headline"]
+    return next(m for m in s["metrics"] if m["key"] == key)
+
+
+def target_base(results: dict, s: dict, target: dict, kind: str) -> tuple[float | None, str]:
+    """What a relative target divides by, and its name: the server's own headline in
+    scenario `of`, or reference `against`'s figure in this scenario (None if not in
+    this run)."""
+    if target.get("of"):
+        other = next((o for o in results["scenarios"] if o["name"] == target["of"]), None)
+        base = other["median"].get(kind, {}).get(other["headline"]) if other else None
+        return base, target["of"]
+    against = target["against"]
+    label = results["servers"].get(against, {}).get("label", against)
+    return s["median"].get(against, {}).get(target_metric(s, target)["key"]), label
+
+
+def target_of(
+    results: dict, s: dict, target: dict, kind: str
+) -> tuple[float | None, float | None, str]:
+    """One target for one server: (what it reached, the goal, how to say the goal).
+    What is reached is the figure, or, for a relative target, the figure divided by
+    `target_base` (None if either is not in this run)."""
+    metric = target_metric(s, target)
+    value = s["median"].get(kind, {}).get(metric["key"])
+    word = "at least" if metric["better"] == "higher" else "at most"
+    if not (target.get("of") or target.get("against")):
+        return value, target["value"], f"{word} {fmt(target['value'], metric['fmt'])}"
+    base, name = target_base(results, s, target, kind)
     reached = value / base if value is not None and base else None
-    return reached, target["value"], f"{word} {target['value']:.2f}x {target['of']}"
+    return reached, target["value"], f"{word} {target['value']:.2f}x {name}"
 
 
-def target_text(results: dict, s: dict, kind: str, labels: dict) -> str | None:
-    """One sentence: the target, what this server reached, met or not."""
-    if not s.get("target") or kind not in s["median"]:
+def target_text(results: dict, s: dict, target: dict, kind: str, labels: dict) -> str | None:
+    """One sentence: the target, what this server reached, met or not. A target
+    against a reference is for our servers only."""
+    if kind not in s["median"]:
         return None
-    reached, goal, said = target_of(results, s, kind)
-    head = next(m for m in s["metrics"] if m["key"] == s["headline"])
-    value = fmt(s["median"][kind].get(head["key"]), head["fmt"])
-    of = s["target"].get("of")
-    if of:
-        other = next((o for o in results["scenarios"] if o["name"] == of), None)
+    if target.get("against") and (
+        kind == target["against"] or results["servers"].get(kind, {}).get("reference")
+    ):
+        return None
+    reached, goal, said = target_of(results, s, target, kind)
+    metric = target_metric(s, target)
+    value = fmt(s["median"][kind].get(metric["key"]), metric["fmt"])
+    if target.get("of") or target.get("against"):
+        base, name = target_base(results, s, target, kind)
+        own = "its " if target.get("of") else ""
         if reached is None:
-            return f"{labels[kind]}: {head['label']} {value}; {of} not in this run, no ratio."
-        base = other["median"][kind][other["headline"]]
-        shown = f"{head['label']} {value} = {reached:.2f}x its {of} ({fmt(base, head['fmt'])})"
+            return f"{labels[kind]}: {metric['label']} {value}; {name} not in this run, no ratio."
+        base_text = fmt(base, metric["fmt"])
+        shown = f"{metric['label']} {value} = {reached:.2f}x {own}{name} ({base_text})"
     else:
-        shown = f"{head['label']} {value}"
-    met = reached >= goal if head["better"] == "higher" else reached <= goal
+        shown = f"{metric['label']} {value}"
+    if reached is None:
+        return None
+    met = reached >= goal if metric["better"] == "higher" else reached <= goal
     return f"{labels[kind]}: {shown}; target {said}: **{'met' if met else 'not met'}**."
 
 
@@ -129,8 +164,8 @@ def scenario_table(s: dict, labels: dict, results: dict | None = None) -> list[s
     metrics = s["metrics"]
     head = next(m for m in metrics if m["key"] == s["headline"])
     refs = [r for r in s["references"] if r in s["median"]]
-    target = s.get("target") if results is not None else None
-    of = target.get("of") if target else None
+    target = next((t for t in targets_of(s) if t.get("of")), None) if results else None
+    of = target["of"] if target else None
     columns = ["server", head["label"]]
     if of:
         columns.append(f"vs own {of}")
@@ -153,8 +188,8 @@ def scenario_table(s: dict, labels: dict, results: dict | None = None) -> list[s
             else f"({len(runs)})"
         )
         row = [labels[kind], fmt(med[head["key"]], head["fmt"])]
-        if of:
-            row.append(ratio_text(target_of(results, s, kind)[0]))
+        if target:
+            row.append(ratio_text(target_of(results, s, target, kind)[0]))
         for r in refs:
             row.append(
                 ratio_text(ratio(med[head["key"]], s["median"][r][head["key"]], head["better"]))
@@ -170,7 +205,7 @@ def scenario_table(s: dict, labels: dict, results: dict | None = None) -> list[s
 def summary_table(results: dict, labels: dict) -> list[str]:
     kinds = list(results["servers"])
     columns = ["scenario", "metric", *[labels[k] for k in kinds]]
-    columns += ["ours vs bare Tornado", "ours vs websockets"]
+    columns += [f"ours vs {name}" for name in SUMMARY_REFERENCES.values()]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for s in results["scenarios"]:
         head = next(m for m in s["metrics"] if m["key"] == s["headline"])
@@ -184,7 +219,7 @@ def summary_table(results: dict, labels: dict) -> list[str]:
             else:
                 row.append("")
         ours = med.get("ours", {}).get(head["key"])
-        for ref in ("tornado", "websockets"):
+        for ref in SUMMARY_REFERENCES:
             if not s["references"]:  # a scenario the reference servers cannot run
                 row.append("ours only")
                 continue
@@ -197,8 +232,8 @@ def targets(results: dict, labels: dict) -> list[str]:
     """The scenarios' targets and whether ours reached them, a line each."""
     lines = []
     for s in results["scenarios"]:
-        for kind in s["servers"]:
-            text = target_text(results, s, kind, labels) if kind == "ours" else None
+        for target in targets_of(s):
+            text = target_text(results, s, target, "ours", labels)
             if text is not None:
                 lines.append(f"- `{s['name']}`: {text}")
     return lines
@@ -253,7 +288,11 @@ def markdown(results: dict) -> str:
         out += [f"## {s['title']} (`{s['name']}`)", "", s["about"], ""]
         if params:
             out += [f"Parameters: {params}.", ""]
-        goals = [target_text(results, s, kind, labels) for kind in s["servers"]]
+        goals = [
+            target_text(results, s, target, kind, labels)
+            for target in targets_of(s)
+            for kind in s["servers"]
+        ]
         if goals := [g for g in goals if g]:
             out += ["Target:", "", *(f"- {g}" for g in goals), ""]
         out += [*scenario_table(s, labels, results), ""]
@@ -267,6 +306,7 @@ COLORS = {
     "ours-bare": "#ff9896",
     "tornado": "#1f77b4",
     "websockets": "#2ca02c",
+    "floor": "#7f7f7f",
     "socketio": "#9467bd",
 }
 

@@ -10,6 +10,7 @@ it. Processes get the highest open-file limit allowed, for the 5000-connection r
 | `ours-bare`  | server.py, no plugins, memory backend                                       |
 | `tornado`    | bench/reference/bare_tornado.py: `write_message` per client                 |
 | `websockets` | bench/reference/websockets_server.py: `websockets.broadcast()`              |
+| `floor`      | bench/reference/floor_server.py: frame built once, a `send()` per client    |
 | `socketio`   | bench/reference/socketio_server.py: python-socketio + AsyncRedisManager     |
 """
 
@@ -412,6 +413,15 @@ KINDS: dict[str, Kind] = {
             "bench/reference/websockets_server.py: the websockets library's broadcast()",
         ),
         Kind(
+            "floor",
+            "floor",
+            "plain",
+            False,
+            "bench/reference/floor_server.py: Tornado accepts and reads; each message's "
+            "frame is built once and handed to every client's socket with one send(): "
+            "what a Python process can do at best for a broadcast",
+        ),
+        Kind(
             "socketio",
             "python-socketio (redis)",
             "socketio",
@@ -491,6 +501,7 @@ class Server:
         script = {
             "tornado": "bare_tornado.py",
             "websockets": "websockets_server.py",
+            "floor": "floor_server.py",
             "socketio": "socketio_server.py",
         }[key]
         command = [sys.executable, str(ROOT / "bench" / "reference" / script)]
