@@ -1,6 +1,6 @@
 """The benchmark harness: `./dev bench` (= `python -m bench`).
 
-    python -m bench                       # everything, about 15 minutes on 2 cores
+    python -m bench                       # everything, about 17 minutes on 2 cores
     python -m bench --quick               # a short smoke run of every scenario
     python -m bench --scenario fanout-1000,echo-100 --servers ours,websockets
 

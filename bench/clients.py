@@ -167,8 +167,16 @@ Sink = Callable[["Conn", bytes, int, int, int], None]
 class Conn(asyncio.Protocol):
     """One client WebSocket connection."""
 
-    def __init__(self, dialect: Dialect, host: str, port: int, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        host: str,
+        port: int,
+        sink: Sink | None = None,
+        path: str | None = None,
+    ) -> None:
         self.dialect = dialect
+        self.path = path or dialect.path  # its own, with a query of its own (a session)
         self.prefix = dialect.message_prefix
         self.host = host
         self.port = port
@@ -201,7 +209,7 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         request = (
-            f"GET {self.dialect.path} HTTP/1.1\r\n"
+            f"GET {self.path} HTTP/1.1\r\n"
             f"Host: {self.host}:{self.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {self._key.decode()}\r\n"
@@ -211,7 +219,8 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
-            why = self.errors[-1] if self.errors else exc or "EOF"
+            closed = f"close code {self.close_code}" if self.close_code else None
+            why = self.errors[-1] if self.errors else exc or closed or "EOF"
             self.ready.set_exception(ConnectionError(f"closed before it was ready: {why}"))
         if not self.done.done():
             self.done.set_result(None)
@@ -402,8 +411,10 @@ async def connect(
     *,
     rcvbuf: int | None = None,
     timeout: float = CONNECT_TIMEOUT,
+    path: str | None = None,
 ) -> Conn:
-    """Open one connection and wait until it is ready (welcome / 101 / socket.io `40`)."""
+    """Open one connection and wait until it is ready (welcome / 101 / socket.io `40`);
+    `path` replaces the dialect's (to present a session token)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -416,10 +427,12 @@ async def connect(
     except BaseException:
         sock.close()
         raise
-    _, conn = await loop.create_connection(lambda: Conn(dialect, host, port, sink), sock=sock)
+    _, conn = await loop.create_connection(lambda: Conn(dialect, host, port, sink, path), sock=sock)
     try:
         await asyncio.wait_for(asyncio.shield(conn.ready), timeout)
     except BaseException:
+        # Nobody waits for it any more: the failure its abort sets need not be reported.
+        conn.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         conn.abort()
         raise
     return conn
@@ -435,18 +448,25 @@ async def connect_many(
     concurrency: int = 64,
     rcvbuf: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    paths: Sequence[str] | None = None,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> list[Conn]:
-    """Open `n` connections, at most `concurrency` handshakes at a time."""
+    """Open `n` connections, at most `concurrency` handshakes at a time (in the order
+    they became ready). With `paths`, connection i asks for `paths[i]` instead of the
+    dialect's path."""
     conns: list[Conn] = []
     gate = asyncio.Semaphore(concurrency)
 
-    async def one() -> None:
+    async def one(path: str | None) -> None:
         async with gate:
-            conns.append(await connect(dialect, host, port, sink, rcvbuf=rcvbuf))
+            conn = await connect(
+                dialect, host, port, sink, rcvbuf=rcvbuf, timeout=timeout, path=path
+            )
+            conns.append(conn)
         if on_progress is not None:
             on_progress(len(conns))
 
-    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    tasks = [asyncio.ensure_future(one(paths[i] if paths else None)) for i in range(n)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:

@@ -2,7 +2,7 @@
 
 Server CPU is utime + stime of the server's own process (all its threads) from
 /proc/PID/stat, so the load generator's CPU never counts. Memory is VmRSS from
-/proc/PID/status.
+/proc/PID/status. Connections refused for a full accept queue: /proc/net/netstat.
 """
 
 from __future__ import annotations
@@ -36,6 +36,20 @@ def rss_bytes(pid: int) -> int:
             if line.startswith(b"VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def listen_overflows() -> int:
+    """Connections the kernel turned away because a listening socket's accept queue was
+    full (TcpExt ListenOverflows in /proc/net/netstat: every socket of this network
+    namespace). Each such client gets no answer and tries again a second or more later."""
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    except OSError:
+        return 0
+    if len(lines) < 2 or "ListenOverflows" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("ListenOverflows")])
 
 
 def own_cpu_seconds() -> float:

@@ -264,8 +264,9 @@ def markdown(results: dict) -> str:
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in results["packages"].items() if v is not None)
         + ".",
-        f"Each figure is the median of {plan['repeats']} runs (idle, idle-rooms and "
-        "slow-consumer: 1 run; the runs of many-rooms share one set of connections), "
+        f"Each figure is the median of {plan['repeats']} runs (idle, idle-rooms, "
+        "reconnect-storm and slow-consumer: 1 run; the runs of many-rooms share one set of "
+        "connections), "
         f"{plan['warmup']:g} s warm-up then {plan['measure']:g} s measured per run, runs of "
         "different servers interleaved. The machine is shared and noisy: compare servers "
         "*within* this run (the ratios), not absolute figures across runs. "

@@ -27,6 +27,7 @@ from bench import metrics
 from bench.clients import (
     DIALECTS,
     Conn,
+    Dialect,
     MessageMaker,
     ProtocolError,
     close_all,
@@ -47,6 +48,7 @@ from bench.load import (
     WindowSender,
     assign_rooms,
     check_connections,
+    room_name,
     sync,
     track_upto,
     wait_until,
@@ -105,6 +107,13 @@ class Plan:
     room_size: int = 25
     rooms_publishers: int = 200
     rooms_emptied: int = 20  # rooms whose members all unsubscribe after the load
+    # reconnect-storm: clients with sessions, each in the default channel and
+    # `storm_rooms` rooms of `room_size`; `storm_seeded` messages in every channel before
+    # they join, `storm_missed` more while they are away.
+    storm_clients: int = 5000
+    storm_rooms: int = 2
+    storm_seeded: int = 2
+    storm_missed: int = 3
 
     @classmethod
     def quick(cls) -> Plan:
@@ -114,6 +123,7 @@ class Plan:
             repeats=1,
             idle_connections=1000,
             rooms_connections=2000,
+            storm_clients=1000,
             idle_window=8.0,
             cross_measure=2.0,
             slow_duration=4.0,
@@ -976,16 +986,18 @@ async def _rooms_window(
     }
 
 
-async def _settle(setup: Setup, room_channels: Callable[[], set[str]] | None) -> None:
-    """Wait until the server has let every connection go (and, with Redis, stopped
-    listening to the rooms)."""
+async def _settle(
+    setup: Setup, room_channels: Callable[[], set[str]] | None, keep: int = 0
+) -> None:
+    """Wait until the server has let every connection go but `keep` (and, with
+    `room_channels`, stopped listening to the rooms)."""
     server = setup.servers[0]
     deadline = perf() + SETTLE_TIMEOUT
     while True:
         setup.check()
         left = (await asyncio.to_thread(server.healthz))["connections"]
         listening = len(room_channels()) if room_channels is not None else 0
-        if not left and not listening:
+        if left == keep and not listening:
             return
         if perf() > deadline:
             raise RunFailed(
@@ -993,6 +1005,327 @@ async def _settle(setup: Setup, room_channels: Callable[[], set[str]] | None) ->
                 f"{left} connections and listens to {listening} room channels in Redis"
             )
         await asyncio.sleep(0.2)
+
+
+# -- reconnect storm ----------------------------------------------------------------------
+
+STORM_TIMEOUT = 600.0  # one server's part of reconnect-storm: setting up, away, back
+# How long a client of the storm waits for its TCP connection, then for its welcome:
+# longer than the kernel keeps retrying a connection attempt that a full accept queue
+# dropped (tcp_syn_retries 6: about 127 s), so that the run fails only if the server
+# never let a client in.
+STORM_CONNECT_TIMEOUT = 150.0
+# Rooms a publisher joins: channels.max_per_connection (64 in config.yaml) counts its
+# default and personal channels too.
+PUBLISHER_ROOMS = 60
+QUIET_CPU = 0.05  # share of a core below which a server (and its Redis) counts as idle
+QUIET_WINDOW = 0.5  # seconds over which that is measured (CPU time comes in 10 ms ticks)
+
+
+async def storm_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult) -> None:
+    """Each server in turn, one run each: its clients come, go, and come back all at
+    once (ours: sessions in rooms, replayed what they missed; a reference: plain
+    connections)."""
+    for kind in kinds:
+        where = f"reconnect-storm · {kind.label}"
+        ctx.progress.at(where)
+        setup: Setup | None = None
+        try:
+            setup = Setup(kind, ctx.workdir).start()
+            run = storm_sessions if kind.dialect == "relay" else storm_plain
+            figures = await asyncio.wait_for(run(ctx, setup, where), STORM_TIMEOUT)
+            result.runs[kind.key] = [figures]
+            ctx.progress.line(
+                f"{where}: {figures['clients']} back in {figures['storm_s']:.2f} s, "
+                f"{figures['handshakes_per_cpu_s']:,.0f} handshakes / CPU-s, "
+                f"{figures['replayed']} messages replayed, "
+                f"{figures['listen_overflows']} listen overflows"
+            )
+        except (
+            RunFailed,
+            ServerFailed,
+            ProtocolError,
+            OSError,
+            ConnectionError,
+            TimeoutError,
+        ) as error:
+            why = _describe(error)
+            if setup is not None and not isinstance(error, ServerFailed):
+                try:
+                    setup.check()
+                except ServerFailed as died:
+                    why += f"; {died}"
+                else:
+                    why += _server_side(setup) if kind.dialect == "relay" else ""
+            result.errors[kind.key] = why
+            ctx.progress.line(f"{where}: FAILED: {why}")
+        finally:
+            if setup is not None:
+                setup.stop()
+            gc.collect()
+
+
+class Publishers:
+    """Connections that publish into the storm's rooms (a room takes messages from its
+    subscribers only), each in up to `PUBLISHER_ROOMS` of them; the first also
+    publishes into the default channel, which they are all in."""
+
+    def __init__(self, conns: list[Conn], rooms: list[list[str]], maker: MessageMaker) -> None:
+        self.conns = conns
+        self.rooms = rooms  # by connection
+        self.maker = maker
+        self.seq = 0
+
+    async def publish(self, count: int, check: Callable[[], None]) -> None:
+        """`count` messages into every room and the default channel; returns once each
+        publisher has been sent them all back (so they are in the channels' history)."""
+        wanted = []
+        for i, (conn, rooms) in enumerate(zip(self.conns, self.rooms, strict=True)):
+            channels: list[str | None] = [*rooms, None] if i == 0 else list(rooms)
+            for channel in channels:
+                for _ in range(count):
+                    conn.send(self.maker.frame(self.seq, channel))
+                    self.seq += 1
+            wanted.append(conn.count + count * (len(rooms) + 1))
+        await wait_until(
+            lambda: all(c.count >= w for c, w in zip(self.conns, wanted, strict=True)),
+            DRAIN_TIMEOUT,
+            lambda: f"the publishers did not get their {count} message(s) per channel back",
+            check,
+        )
+
+
+async def storm_sessions(ctx: Context, setup: Setup, where: str) -> dict:
+    """Ours: `storm_clients` clients with sessions, each in the default channel and
+    `storm_rooms` rooms; `storm_seeded` messages per channel are there before they
+    join. All leave; `storm_missed` messages go into every channel; all come back at
+    once with their session tokens, and each must be resumed and replayed exactly the
+    messages it missed."""
+    plan = ctx.plan
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    n = plan.storm_clients
+    rooms_of = assign_rooms(n, plan.storm_rooms, plan.room_size)
+    names = [room_name("storm", r) for r in range(1 + max(max(mine) for mine in rooms_of))]
+    channels = 1 + plan.storm_rooms  # with history: the default one and the rooms
+    publishers: list[Conn] = []
+    conns: list[Conn] = []
+    back: list[Conn] = []
+    figures: dict = {"clients": n, "rooms": len(names)}
+
+    def check() -> None:
+        setup.check()
+        check_connections([*publishers, *conns, *back])
+
+    try:
+        slices = [names[i : i + PUBLISHER_ROOMS] for i in range(0, len(names), PUBLISHER_ROOMS)]
+        publishers += await connect_many(len(slices), dialect, HOST, server.port)
+        await subscribe_many(publishers, slices)
+        publishing = Publishers(publishers, slices, MessageMaker(dialect, 0, plan.message_size))
+        await publishing.publish(plan.storm_seeded, check)
+
+        ctx.progress.status("connecting")
+        started = perf()
+        conns += await connect_many(
+            n,
+            dialect,
+            HOST,
+            server.port,
+            on_progress=lambda k: ctx.progress.status(f"connecting {k}/{n}"),
+        )
+        figures["connect_s"] = round(perf() - started, 2)
+        started = perf()
+        await subscribe_many(
+            conns,
+            [[names[r] for r in mine] for mine in rooms_of],
+            on_progress=lambda k: ctx.progress.status(f"subscribing {k}/{n}"),
+        )
+        # Each new session is replayed what its channels hold, then the join frames stop.
+        await _replayed(conns, plan.storm_seeded * channels, "joining", check)
+        figures["subscribe_s"] = round(perf() - started, 2)
+        await quiet(conns)
+        tokens = [conn.welcome["session"] for conn in conns]
+        clients = {conn.welcome["client_id"] for conn in conns}
+        ctx.progress.line(
+            f"{where}: {n} sessions in {len(names)} rooms, connected in "
+            f"{figures['connect_s']:.0f} s, subscribed in {figures['subscribe_s']:.0f} s"
+        )
+
+        ctx.progress.status("leaving")
+        await close_all(conns, timeout=10)
+        await _settle(setup, None, keep=len(publishers))
+        await _quiet_server(setup)  # the close hooks have recorded where each client was
+        conns.clear()
+        ctx.progress.status("publishing while they are away")
+        await publishing.publish(plan.storm_missed, check)
+        await _quiet_server(setup)
+
+        ctx.progress.status(f"{n} coming back at once")
+        paths = [f"{dialect.path}?session={token}" for token in tokens]
+        missed = plan.storm_missed * channels
+        figures |= await _storm(setup, dialect, n, back, paths=paths, replayed=missed)
+        check()
+        resumed = [c for c in back if c.welcome["resumed"]]
+        if len(resumed) != n or {c.welcome["client_id"] for c in back} != clients:
+            raise RunFailed(
+                f"{n - len(resumed)} of {n} sessions were not resumed (a new session "
+                "instead: unknown or expired token)"
+            )
+        rooms = set(names)
+        short = [
+            c for c in back if len(rooms.intersection(c.welcome["channels"])) != plan.storm_rooms
+        ]
+        if short:
+            raise RunFailed(
+                f"{len(short)} of {n} resumed sessions are not back in their "
+                f"{plan.storm_rooms} rooms (the first is in {short[0].welcome['channels']})"
+            )
+        return figures
+    finally:
+        await close_all([*publishers, *conns, *back])
+
+
+async def storm_plain(ctx: Context, setup: Setup, where: str) -> dict:
+    """A reference: `storm_clients` plain connections come and go (as our clients do
+    before they are away), then all connect again at once."""
+    server = setup.servers[0]
+    dialect = DIALECTS[setup.kind.dialect]
+    n = ctx.plan.storm_clients
+    conns: list[Conn] = []
+    try:
+        started = perf()
+        conns += await connect_many(
+            n,
+            dialect,
+            HOST,
+            server.port,
+            on_progress=lambda k: ctx.progress.status(f"connecting {k}/{n}"),
+        )
+        connect_s = round(perf() - started, 2)
+        ctx.progress.status("leaving")
+        await close_all(conns, timeout=10)
+        await _quiet_server(setup)
+        conns.clear()
+        ctx.progress.status(f"{n} coming back at once")
+        figures = await _storm(setup, dialect, n, conns)
+        return {"clients": n, "connect_s": connect_s, **figures}
+    finally:
+        await close_all(conns)
+
+
+async def _storm(
+    setup: Setup,
+    dialect: Dialect,
+    n: int,
+    conns: list[Conn],
+    *,
+    paths: Sequence[str] | None = None,
+    replayed: int = 0,
+) -> dict:
+    """`n` clients connect at once (into `conns`). A client is live once it is ready
+    (our welcome, the 101) and has been replayed `replayed` messages; the storm lasts
+    from the first attempt until the last client is live. The server's CPU is read
+    until it is idle again (what the returns set off, such as join frames, counts)."""
+    server = setup.servers[0]
+    ready_at: list[float] = []
+
+    def check() -> None:
+        setup.check()
+        check_connections(conns)
+
+    overflows = metrics.listen_overflows()
+    r0 = Reading.take(setup)
+    try:
+        conns += await connect_many(
+            n,
+            dialect,
+            HOST,
+            server.port,
+            concurrency=n,
+            paths=paths,
+            on_progress=lambda k: ready_at.append(perf()),
+            timeout=STORM_CONNECT_TIMEOUT,
+        )
+    except TimeoutError:
+        raise RunFailed(
+            f"a client was not ready {STORM_CONNECT_TIMEOUT:.0f} s after it connected or "
+            f"tried to ({len(ready_at)} of {n} were, "
+            f"{metrics.listen_overflows() - overflows} listen overflows)"
+        ) from None
+    if replayed:
+        await wait_until(
+            lambda: all(c.history >= replayed for c in conns),
+            DRAIN_TIMEOUT,
+            lambda: _unreplayed(conns, replayed),
+            check,
+        )
+    r1 = Reading.take(setup)
+    await _quiet_server(setup)
+    r2 = Reading.take(setup)
+    await quiet(conns)  # a last join frame, or a replay too many, would be seen by now
+    check()
+    wrong = [c.history for c in conns if c.history != replayed]
+    if wrong:
+        raise RunFailed(
+            f"{len(wrong)} of {n} clients were replayed a wrong number of messages "
+            f"(each missed {replayed}; got {sorted(set(wrong))[:5]})"
+        )
+    use = usage(r0, r1)
+    cpu = r2.server - r0.server
+    return {
+        **use,
+        "storm_s": use["wall_s"],
+        "ready_p50_s": round(ready_at[(n - 1) // 2] - r0.at, 3),
+        "ready_s": round(ready_at[-1] - r0.at, 3),
+        # Until the server is idle again, not just until the last client is live.
+        "server_cpu_s": round(cpu, 3),
+        "handshakes_per_cpu_s": round(n / max(cpu, 1e-6), 1),
+        "replayed": sum(c.history for c in conns),
+        "presence_frames": sum(c.presence_events for c in conns),
+        "listen_overflows": metrics.listen_overflows() - overflows,
+    }
+
+
+async def _replayed(
+    conns: Sequence[Conn], count: int, what: str, check: Callable[[], None]
+) -> None:
+    """Wait until every connection has been replayed `count` messages (no more)."""
+    await wait_until(
+        lambda: all(c.history >= count for c in conns),
+        DRAIN_TIMEOUT,
+        lambda: f"{what}: " + _unreplayed(conns, count),
+        check,
+    )
+    over = [c.history for c in conns if c.history > count]
+    if over:
+        raise RunFailed(f"{what}: {len(over)} clients were replayed more than {count} messages")
+
+
+def _unreplayed(conns: Sequence[Conn], count: int) -> str:
+    short = [c.history for c in conns if c.history < count]
+    return (
+        f"{len(short)} of {len(conns)} clients were not replayed their {count} messages "
+        f"within {DRAIN_TIMEOUT:.0f} s (the furthest behind had {min(short, default=count)})"
+    )
+
+
+async def _quiet_server(setup: Setup) -> None:
+    """Wait until the server and its Redis use less than `QUIET_CPU` of a core: what
+    the clients set off (close hooks, presence, session records) is done."""
+    deadline = perf() + SETTLE_TIMEOUT
+    before = Reading.take(setup)
+    while True:
+        await asyncio.sleep(QUIET_WINDOW)
+        setup.check()
+        now = Reading.take(setup)
+        busy = (now.server + now.redis - before.server - before.redis) / (now.at - before.at)
+        if busy < QUIET_CPU:
+            return
+        if perf() > deadline:
+            raise RunFailed(
+                f"the server was still busy ({busy:.0%} of a core) after {SETTLE_TIMEOUT:.0f} s"
+            )
+        before = now
 
 
 # -- idle connections ---------------------------------------------------------------------
@@ -1291,6 +1624,58 @@ def scenarios(plan: Plan) -> list[Scenario]:
             handshake_run,
             kinds=(*DEFAULT_KINDS, "ours-auth", "ours-2w"),
             params={"concurrency": plan.handshake_concurrency},
+        )
+    )
+    storm, size = plan.storm_clients, plan.room_size
+    storm_rooms = storm * plan.storm_rooms // size
+    missed = plan.storm_missed * (1 + plan.storm_rooms)
+    out.append(
+        Scenario(
+            "reconnect-storm",
+            f"Reconnect storm, {storm} sessions",
+            f"{storm} clients with sessions, each in the default channel and "
+            f"{plan.storm_rooms} of {storm_rooms} rooms of {size} (namespace `room`: history "
+            f"and presence), every channel with {plan.storm_seeded} messages of history; all "
+            f"leave, {plan.storm_missed} messages go into every room and the default "
+            "channel, and all come back at once with `?session=<token>`. Storm = from the "
+            "first attempt until the last client is live: resumed (its welcome) and "
+            f"replayed the {missed} messages it missed (each client's replay is counted: "
+            f"{missed}, or the run fails). Handshakes / CPU-s = {storm} ÷ the server's CPU "
+            "from the first attempt until it is idle again. Bare Tornado: "
+            f"{storm} plain connections come and go, then all connect again at once "
+            "(live = the 101). One run per server. Listen overflows = connection attempts "
+            "the kernel dropped for a full accept queue (both servers listen with Tornado's "
+            "default backlog, 128); each is tried again 1, 2, 4... s later, so where there "
+            "are many, the storm's time is mostly those retries (server CPU % well below "
+            "100) and handshakes / CPU-s is the figure of the server's work.",
+            (
+                Metric("storm_s", "storm s", "{:.2f}", "lower"),
+                Metric("handshakes_per_cpu_s", "handshakes / CPU-s", better="higher"),
+                Metric("ready_p50_s", "half ready s", "{:.2f}"),
+                Metric("ready_s", "all ready s", "{:.2f}"),
+                Metric("replayed", "replayed"),
+                Metric("server_cpu_s", "server CPU s", "{:.2f}"),
+                Metric("listen_overflows", "listen overflows"),
+                Metric("redis_cpu_pct", "redis CPU %", "{:.0f}"),
+                *USAGE_METRICS,
+            ),
+            "storm_s",
+            kinds=("ours", "tornado"),
+            repeats=1,
+            references=("tornado",),
+            run_all=storm_all,
+            params={
+                "clients": storm,
+                "rooms": storm_rooms,
+                "rooms_per_client": plan.storm_rooms,
+                "room_size": size,
+                "seeded": plan.storm_seeded,
+                "missed": plan.storm_missed,
+            },
+            targets=(
+                Target(1.5, against="tornado"),
+                Target(1.0, against="tornado", metric="handshakes_per_cpu_s"),
+            ),
         )
     )
     out.append(
