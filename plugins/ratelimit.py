@@ -6,7 +6,9 @@ connection stays open. The bucket belongs to the session, so reconnecting does n
 refill it; and every session of one address also shares the address's bucket
 (`per_ip`), so opening new sessions does not buy more messages. A `subscribe` spends a
 token like a message. A message spends a token
-from both or from neither, atomically (one Lua call; both keys in the address's slot).
+from both or from neither, atomically (one Lua call; both keys in the address's slot);
+on a single Redis that call is the one that publishes the message (a `Charge`), so an
+accepted message costs one round trip.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from core.config.schema import setting
 from core.engine.connection import Connection
 from core.engine.hooks import Plugin, Veto
-from core.engine.message import Message
-from core.stores.ratelimit import Bucket
+from core.engine.message import Charge, Message
+from core.stores.ratelimit import Bucket, Spend
 from core.wire import frames
 
 
@@ -45,25 +47,28 @@ class RateLimitPlugin(Plugin):
     name = "ratelimit"
     Settings = RateLimitSettings
 
-    async def on_message(self, conn: Connection, message: Message) -> Veto | None:
-        """Spend one token of the sender's bucket and of its address's, or veto."""
-        return await self._spend(conn)
+    def on_message(self, conn: Connection, message: Message) -> Message:
+        """The message costs one token of the sender's bucket and of its address's,
+        paid when it is published (in the publish's own Redis call, on a single Redis):
+        if either bucket is empty, it is refused with `rate_limited` instead."""
+        limiter = self.services.stores.rate_limiter
+        return message.charged(Charge(self._spend(conn), limiter, self._refusal))
 
     async def on_subscribe(self, conn: Connection, channel: str) -> Veto | None:
         """A subscription costs a token too: subscribing cannot be used to flood."""
-        return await self._spend(conn)
+        spend = self._spend(conn)
+        retry_after = await self.services.stores.rate_limiter.take(spend.group, spend.buckets)
+        return self._refusal(retry_after) if retry_after > 0 else None
 
-    async def _spend(self, conn: Connection) -> Veto | None:
+    def _spend(self, conn: Connection) -> Spend:
         s = self.settings
         session = Bucket(conn.client_id, s.max_messages_per_second, s.burst)
         if s.per_ip is None:
-            group, buckets = conn.client_id, (Bucket("", session.rate, session.burst),)
-        else:
-            address = Bucket("", s.per_ip.max_messages_per_second, s.per_ip.burst)
-            group, buckets = conn.ip_key, (address, session)
-        retry_after = await self.services.stores.rate_limiter.take(group, buckets)
-        if retry_after <= 0:
-            return None
+            return Spend(conn.client_id, (Bucket("", session.rate, session.burst),))
+        address = Bucket("", s.per_ip.max_messages_per_second, s.per_ip.burst)
+        return Spend(conn.ip_key, (address, session))
+
+    def _refusal(self, retry_after: float) -> Veto:
         return Veto(
             frames.RATE_LIMITED,
             self._limits(),

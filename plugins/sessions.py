@@ -123,8 +123,9 @@ class SessionsPlugin(Plugin):
             {"retry_after": round(retry_after, 3)},
         )
 
-    def on_message(self, conn: Connection, message: Message) -> None:
-        """Count the message in the session (without waiting for the store)."""
+    def on_published(self, conn: Connection, message: Message) -> None:
+        """Count the message in the session (without waiting for the store); a message
+        refused (a rate limit, say) does not count."""
         self._sent.add(conn)  # active now: kept for the full ttl
         self.services.stores.sessions.record_message(
             conn.session, int(message.ts * 1000), self.settings.ttl

@@ -4,8 +4,9 @@ open:    Connection -> on_connect hooks (may refuse) -> the hub holds the welcom
          channels -> welcome frame -> on_welcome hooks -> each channel catches up
          (presence, history) and goes live
 message: parse + check the frame -> a command (subscribe, unsubscribe, presence) goes to
-         the subscriptions; a message -> channel rules -> on_message hooks (may veto or
-         replace) -> published on its channel through the hub
+         the subscriptions; a message -> channel rules -> on_message hooks (may veto,
+         replace, or charge it) -> published on its channel through the hub, its
+         charges paid in the same Redis call where possible -> on_published hooks
 close:   out of the hub and every channel -> presence leaves -> on_close hooks, in reverse
 
 The WebSocket handler calls these and nothing else; the features are in the plugins.
@@ -25,6 +26,7 @@ from core.engine.hooks import Veto
 from core.engine.message import Message
 from core.engine.outbox import OutboxPolicy
 from core.ops.refusals import RefusalLog
+from core.stores.broker import Unpaid
 from core.wire import frames
 
 if TYPE_CHECKING:
@@ -172,9 +174,18 @@ class Dispatcher:
             if refusal is not None:
                 self._reject(conn, *refusal, outcome.channel)
                 return
+        # The charges (a rate limit): paid in the publish's own call where the broker
+        # can take one, else here, first.
+        fused = None
+        for charge in outcome.charges:
+            if fused is None and self.hub.broker.takes_charges:
+                fused = charge
+                continue
+            retry_after = await charge.limiter.take(charge.spend.group, charge.spend.buckets)
+            if retry_after > 0:
+                self._refuse_message(conn, charge.refusal(retry_after))
+                return
         priority = self.classes.get(outcome.cls, outcome.priority)
-        self.metrics.messages_in.labels(outcome.cls).inc()
-        self.metrics.messages_published.labels(self.rules.namespace_name(outcome.channel)).inc()
         tail = frames.message_tail(
             outcome.sender,
             outcome.cls,
@@ -184,7 +195,25 @@ class Dispatcher:
             channel=outcome.channel,
             user=conn.user,
         )
-        self.hub.publish(outcome.channel, priority, tail, outcome.ts, outcome.cls)
+        published = self.hub.publish(
+            outcome.channel,
+            priority,
+            tail,
+            outcome.ts,
+            outcome.cls,
+            spend=fused.spend if fused is not None else None,
+        )
+        if fused is not None:
+            # Wait for the verdict: the sender's next frame is read after it, so its
+            # messages stay in order and a refusal reaches it before what follows.
+            try:
+                await published
+            except Unpaid as unpaid:
+                self._refuse_message(conn, fused.refusal(unpaid.retry_after))
+                return
+        self.metrics.messages_in.labels(outcome.cls).inc()
+        self.metrics.messages_published.labels(self.rules.namespace_name(outcome.channel)).inc()
+        await self.hooks.published(conn, outcome)
 
     async def _command(self, conn: Connection, command: frames.ClientCommand) -> None:
         subscriptions = self.subscriptions

@@ -162,6 +162,12 @@ class HookRunner:
         veto, _ = await self._multicall(HOOKS["on_message"], self._impls["on_message"], args, conn)
         return veto if veto is not None else args[1]
 
+    async def published(self, conn: Connection, message: Message) -> None:
+        """on_published in order (nothing to do, and no coroutine, without one)."""
+        impls = self._impls["on_published"]
+        if impls:
+            await self._multicall(HOOKS["on_published"], impls, [conn, message], conn)
+
     async def pong(self, conn: Connection, data: bytes) -> None:
         await self._run("on_pong", conn, data, conn=conn)
 

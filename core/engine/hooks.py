@@ -15,6 +15,7 @@ on_startup()           once, before the server listens              file order
 on_connect(conn)       a WebSocket was accepted; before the welcome file order
 on_welcome(conn)       the welcome was sent; before live messages   file order
 on_message(c, m)       a valid client message, before broadcast     file order
+on_published(c, m)     a client message was accepted and published  file order
 on_authorize(c, ch)    may the connection be in this channel?       file order
 on_subscribe(c, ch)    a client asks to subscribe to a channel      file order
 on_refresh(c, token)   the client sends a new token                 file order
@@ -45,7 +46,13 @@ Results:
   gets the veto's error frame (none if ``code`` is None: a silent drop) and stays
   connected unless ``close_code`` is set; later on_message hooks do not run. It may
   instead return a `Message` (``message.replace(content=...)``): the later hooks see it,
-  and it is what is broadcast.
+  and it is what is broadcast. Or it may return ``message.charged(Charge(...))``: the
+  message costs the charge's tokens, taken when it is published (in the same Redis
+  call, on a single Redis); if they cannot be taken, the sender gets the charge's
+  refusal and nothing is published. A rate limit charges rather than vetoes so that
+  an accepted message costs one round trip.
+- ``on_published`` learns that a message passed every on_message hook and its charges
+  and was published (what to count as the sender's activity).
 - Any other hook's return value is ignored.
 
 A hook that raises is logged with its plugin's name, counted in
@@ -57,6 +64,7 @@ A hook that raises is logged with its plugin's name, counted in
   connection kept).
 - on_refresh: that token is refused (``internal_error``, connection kept).
 - on_message: that message is dropped (``internal_error`` to the sender, who stays).
+- on_published: the hooks after it still run (the message is out already).
 - on_pong, on_close, on_shutdown, on_reload: the hooks after it still run.
 - on_startup: start-up stops (the plugins that had started are shut down again).
 
@@ -145,6 +153,7 @@ HOOKS: Mapping[str, HookSpec] = MappingProxyType(
                 replacement=Message,
                 on_error=MESSAGE_FAILED,
             ),
+            HookSpec("on_published", ("conn", "message")),
             HookSpec(
                 "on_authorize", ("conn", "channel"), firstresult=True, on_error=SUBSCRIBE_FAILED
             ),
@@ -262,7 +271,12 @@ class Plugin:
 
     async def on_message(self, conn: Connection, message: Message) -> Veto | Message | None:
         """A valid message from `conn`, before it is broadcast. Return a Veto to stop it,
-        or a changed Message to broadcast instead."""
+        a changed Message to broadcast instead, or the message with a charge
+        (`message.charged(...)`) to make it cost tokens when it is published."""
+
+    def on_published(self, conn: Connection, message: Message) -> None:
+        """`message` from `conn` passed every on_message hook, its charges were paid, and
+        it was published (the message as broadcast)."""
 
     def on_pong(self, conn: Connection, data: bytes) -> None:
         """The client answered a WebSocket ping with `data`."""

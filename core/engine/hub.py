@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from core.stores.broker import Broker
+from core.stores.ratelimit import Spend
 from core.wire.entry import Entry
 from core.wire.frames import CLOSE_INTERNAL, INTERNAL_ERROR
 from core.wire.ids import parse_id
@@ -165,11 +166,18 @@ class Hub:
     # -- messages -------------------------------------------------------------------
 
     def publish(
-        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+        self,
+        channel: str,
+        priority: int,
+        tail: bytes,
+        ts: float,
+        cls: str,
+        *,
+        spend: Spend | None = None,
     ) -> asyncio.Future:
         """Send a message to `channel`'s subscribers on every instance the broker
-        reaches; a future of its id."""
-        return self.broker.publish(channel, priority, tail, ts, cls)
+        reaches; a future of its id (see `Broker.publish` for `spend`)."""
+        return self.broker.publish(channel, priority, tail, ts, cls, spend=spend)
 
     def deliver(self, entry: Entry) -> None:
         """Take one entry from the broker; fan-out happens once per loop turn."""

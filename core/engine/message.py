@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.engine.hooks import Veto
+    from core.stores.ratelimit import RateLimiter, Spend
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a message costs, paid when it is published: `spend` taken from `limiter`, or
+    the message is refused with `refusal(retry_after)`.
+
+    An on_message hook adds one (`message.charged(...)`) instead of taking the tokens
+    itself: where the broker can (a single Redis), the tokens are taken in the same
+    Redis call that publishes the message, so an accepted message costs one round trip
+    and a refused one is never published; elsewhere they are taken just before.
+    """
+
+    spend: Spend
+    limiter: RateLimiter
+    refusal: Callable[[float], Veto]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +39,11 @@ class Message:
     sender: str  # the sender's public client_id
     ts: float  # wall-clock seconds when this instance received it
     channel: str = "broadcast"  # where it is published
+    charges: tuple[Charge, ...] = ()  # paid when it is published
+
+    def charged(self, charge: Charge) -> Message:
+        """A copy that costs `charge` too: what a rate limit's on_message returns."""
+        return dataclasses.replace(self, charges=(*self.charges, charge))
 
     def replace(self, **changes: Any) -> Message:
         """A copy with `changes` (`content=...`): what an on_message hook returns to

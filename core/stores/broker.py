@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.stores.ratelimit import Spend
 from core.wire.entry import Entry
 
 
@@ -37,6 +38,15 @@ class Recovery:
 
     entries: list[Entry]
     complete: bool
+
+
+class Unpaid(Exception):
+    """A publish whose `spend` was refused (a bucket was empty): nothing was published.
+    `retry_after`: the seconds until it could be paid."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"refused; retry after {retry_after:.3f} s")
+        self.retry_after = retry_after
 
 
 Deliver = Callable[[Entry], None]
@@ -79,11 +89,26 @@ class Broker(abc.ABC):
     def unsubscribe(self, channel: str) -> None:
         """Stop delivering `channel`'s messages (nobody here listens any more)."""
 
+    @property
+    def takes_charges(self) -> bool:
+        """Whether `publish` can take a `spend` (the rate limiter's buckets, on the same
+        store) atomically with the message, now."""
+        return False
+
     @abc.abstractmethod
     def publish(
-        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+        self,
+        channel: str,
+        priority: int,
+        tail: bytes,
+        ts: float,
+        cls: str,
+        *,
+        spend: Spend | None = None,
     ) -> asyncio.Future:
-        """Order and distribute a message; a future of its id (callers may ignore it).
+        """Order and distribute a message; a future of its id (callers may ignore it
+        unless they pass `spend`). With `spend` (only while `takes_charges`), the message
+        is published only if those tokens could be taken; else the future raises `Unpaid`.
         Never blocks; never raises on store errors."""
 
     @abc.abstractmethod

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 
 from core.stores.broker import Broker, LogPolicy, Recovery
+from core.stores.ratelimit import Spend
 from core.wire.entry import Entry
 from core.wire.ids import IdClock, parse_id
 
@@ -33,7 +34,14 @@ class MemoryBroker(Broker):
             }
 
     def publish(
-        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+        self,
+        channel: str,
+        priority: int,
+        tail: bytes,
+        ts: float,
+        cls: str,
+        *,
+        spend: Spend | None = None,
     ) -> asyncio.Future:
         entry = Entry.from_tail(self._ids.next(), priority, tail, ts, kind=cls, channel=channel)
         published = asyncio.get_running_loop().create_future()

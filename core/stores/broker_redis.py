@@ -32,8 +32,9 @@ from collections.abc import Callable
 from hiredis import pack_command
 from redis.exceptions import RedisError, ResponseError
 
-from core.stores.broker import Broker, LogPolicy, Recovery
+from core.stores.broker import Broker, LogPolicy, Recovery, Unpaid
 from core.stores.keys import Keys
+from core.stores.ratelimit import Spend
 from core.stores.redis_link import COMMAND_TIMEOUT, DEADLINE, LinkDown, RedisLink, redact
 from core.wire.entry import Entry
 from core.wire.frames import MESSAGE_HEAD, event_payload, split_event
@@ -101,6 +102,10 @@ class RedisBroker(Broker):
 
     # PUBLISH / SUBSCRIBE; a Redis Cluster's broker uses the sharded commands.
     PUBLISH = "PUBLISH"
+    # Whether a publish can spend rate-limit tokens in its own script: not on a Redis
+    # Cluster, where the buckets (the sender's slot) and the channel's keys are in
+    # different slots, which one script cannot reach.
+    CHARGES = True
 
     def __init__(
         self,
@@ -140,6 +145,10 @@ class RedisBroker(Broker):
         return True
 
     @property
+    def takes_charges(self) -> bool:
+        return self.CHARGES and self.link.up
+
+    @property
     def subscribed(self) -> bool:
         return self._conn is not None
 
@@ -150,25 +159,34 @@ class RedisBroker(Broker):
     # -- publishing -----------------------------------------------------------------
 
     def publish(
-        self, channel: str, priority: int, tail: bytes, ts: float, cls: str
+        self,
+        channel: str,
+        priority: int,
+        tail: bytes,
+        ts: float,
+        cls: str,
+        *,
+        spend: Spend | None = None,
     ) -> asyncio.Future:
         published = asyncio.get_running_loop().create_future()
         if not self.link.up:
             published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
             return published
-        future = self.link.script(
-            "publish",
-            [self.keys.history(channel), self.keys.channel(channel)],
-            [
-                tail,
-                priority,
-                cls,
-                self.size,
-                self.ttl_ms,
-                int(self.PUBLISH == "SPUBLISH"),
-                DEADLINE,
-            ],
-        )
+        keys = [self.keys.history(channel), self.keys.channel(channel)]
+        args = [
+            tail,
+            priority,
+            cls,
+            self.size,
+            self.ttl_ms,
+            int(self.PUBLISH == "SPUBLISH"),
+        ]
+        if spend is not None:
+            for bucket in spend.buckets:
+                keys.append(self.keys.ratelimit(spend.group, bucket.name))
+                args += [bucket.rate, bucket.burst]
+        args.append(DEADLINE)
+        future = self.link.script("publish", keys, args)
         message = (channel, priority, tail, ts, cls)
         future.add_done_callback(lambda f: self._published(f, message, published))
         return published
@@ -199,6 +217,9 @@ class RedisBroker(Broker):
             published.set_result(self._deliver_locally(channel, priority, tail, ts, cls))
             return
         message_id = reply.decode()
+        if message_id.startswith("!"):
+            published.set_exception(Unpaid(float(message_id[1:])))
+            return
         published.set_result(message_id)
         state = self._channels.get(channel)
         if state is None:

@@ -197,6 +197,7 @@ class ShardedRedisBroker(RedisBroker):
     """`RedisBroker` on a Redis Cluster: SPUBLISH, and SSUBSCRIBE per shard node."""
 
     PUBLISH = "SPUBLISH"
+    CHARGES = False
 
     def __init__(
         self,

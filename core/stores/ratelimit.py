@@ -27,6 +27,15 @@ class Bucket:
     burst: int
 
 
+@dataclass(frozen=True)
+class Spend:
+    """One token from every bucket of `group` named in `buckets`, or from none: a take
+    to be made (a message's rate limit, paid when it is published)."""
+
+    group: str
+    buckets: tuple[Bucket, ...]
+
+
 def take_token(
     tokens: float, last: float, now: float, rate: float, burst: float
 ) -> tuple[float, float]:

@@ -44,6 +44,7 @@ COMMAND_TIMEOUT = 2.0  # seconds before a silent Redis counts as down
 MONITOR_EVERY = 1.0  # seconds between health PINGs
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
+INCLUDE = "--#include "
 
 
 class _Deadline:
@@ -99,7 +100,14 @@ class Script:
 
     @classmethod
     def load(cls, name: str) -> Script:
-        source = (LUA_DIR / f"{name}.lua").read_text()
+        """The script `name`, with each `--#include <part>` line replaced by
+        lua/<part>.lua (Redis runs one self-contained source: shared code is pasted in)."""
+        source = "".join(
+            (LUA_DIR / f"{line[len(INCLUDE) :].strip()}.lua").read_text()
+            if line.startswith(INCLUDE)
+            else line
+            for line in (LUA_DIR / f"{name}.lua").read_text().splitlines(keepends=True)
+        )
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
 
 

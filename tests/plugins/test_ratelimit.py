@@ -6,8 +6,12 @@ import asyncio
 
 import pytest
 
+from core.stores.keys import Keys
 from core.stores.ratelimit import Bucket, take_token, take_tokens
 from core.stores.ratelimit_memory import MemoryRateLimiter
+from tests.conftest import redis_changes
+from tests.support import config as test_config
+from tests.support.waiting import until
 from tests.support.ws_client import WsClient
 
 FIVE_PER_SECOND = {
@@ -139,3 +143,51 @@ async def test_without_the_plugin_nothing_is_rate_limited(servers):
     for i in range(50):
         await client.send("normal", str(i))
     assert len(await client.messages(50)) == 50
+
+
+def evalsha_calls(client) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_an_accepted_message_costs_one_redis_call_on_a_single_redis(
+    servers, redis_server, key_prefix
+):
+    # The rate limit is paid inside the publish script: one EVALSHA per message, not two.
+    server = await servers(
+        test_config.merge(
+            redis_changes(redis_server.url, key_prefix),
+            {"plugins": {"ratelimit": {"max_messages_per_second": 1000, "burst": 1000}}},
+        )
+    )
+    client = await WsClient.connect(server.port)
+    r = redis_server.client()
+    before = evalsha_calls(r)
+    for i in range(100):
+        await client.send("normal", str(i))
+    assert len(await client.messages(100)) == 100
+    # A few periodic scripts (instance liveness, session counts) may run meanwhile.
+    assert evalsha_calls(r) - before <= 110
+    buckets = {k.decode() for k in r.scan_iter(f"{key_prefix}ratelimit:*")}
+    assert buckets  # the tokens were spent, in the limiter's own keys
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_on_a_single_redis_a_refused_message_is_not_published_nor_counted(
+    servers, redis_server, key_prefix
+):
+    server = await servers(
+        test_config.merge(redis_changes(redis_server.url, key_prefix), FIVE_PER_SECOND)
+    )
+    sender = await WsClient.connect(server.port)
+    for i in range(8):
+        await sender.send("normal", f"m{i}")
+    frames_ = [await sender.recv() for _ in range(8)]
+    assert [f["content"] for f in frames_ if f["type"] == "message"] == [f"m{i}" for i in range(5)]
+    assert [f["code"] for f in frames_ if f["type"] == "error"] == ["rate_limited"] * 3
+    r = redis_server.client()
+    assert r.xlen(f"{key_prefix}history:{{broadcast}}") == 5
+    # The session counts what was published, not what was refused.
+    sender.close()
+    session = Keys(key_prefix).session(sender.session)
+    await until(lambda: r.hget(session, "messageCount") == b"5")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.stores.broker import LogPolicy
+from core.stores.broker import LogPolicy, Unpaid
 from core.stores.broker_redis import RedisBroker
+from core.stores.ratelimit import Bucket, Spend
+from core.stores.ratelimit_memory import MemoryRateLimiter
+from core.stores.ratelimit_redis import RedisRateLimiter
 from core.wire.entry import Entry
 from tests.core.stores.redis_helpers import keys, link_to
 from tests.support.blackhole import BlackholeProxy
@@ -214,3 +217,21 @@ async def test_a_publish_whose_reply_was_lost_is_delivered_here_once(redis_serve
         await b.stop()
     finally:
         await proxy.close()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_publish_with_a_spend_is_refused_when_its_bucket_is_empty(redis_server, key_prefix):
+    b, got = await broker(redis_server.url, key_prefix)
+    spend = Spend("10.0.0.1", (Bucket("", rate=0.01, burst=2),))
+    assert b.takes_charges
+    ids = [await b.publish("broadcast", 5, tail(i), 1.0, "normal", spend=spend) for i in range(2)]
+    with pytest.raises(Unpaid) as refused:
+        await b.publish("broadcast", 5, tail(2), 1.0, "normal", spend=spend)
+    assert refused.value.retry_after > 1  # a token every 100 s
+    await until(lambda: len(got) == 2)
+    assert [e.id for e in got] == ids
+    assert redis_server.client().xlen(f"{key_prefix}history:{{broadcast}}") == 2
+    # The same buckets as the rate limiter's own calls: it finds them empty too.
+    limiter = RedisRateLimiter(b.link, keys(key_prefix), MemoryRateLimiter())
+    assert await limiter.take(spend.group, spend.buckets) > 1
+    await b.stop()
