@@ -29,6 +29,7 @@ from core.config.settings import Settings
 from core.ops.logs import configure_logging
 from core.stores.instance_claim import InstanceIdInUse
 from plugins import REGISTRY
+from relay import event_loop
 from relay.instance import Instance
 from relay.supervisor import Supervisor, reserve_port
 
@@ -199,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.logging)
     try:
+        loop = event_loop.resolve(settings.server.event_loop)
+    except event_loop.LoopUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         if settings.server.workers > 1 and args.worker is None:
             return supervise(settings, args)
-        return asyncio.run(serve(settings, args))
+        return event_loop.run(serve(settings, args), loop)
     except KeyboardInterrupt:
         return 0
 

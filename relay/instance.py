@@ -33,6 +33,7 @@ from core.transport import WebServer, warn_if_unsupported
 from core.wire import frames
 from relay.application import application
 from relay.declarations import declarations
+from relay.event_loop import loop_name
 
 log = logging.getLogger("server")
 
@@ -137,12 +138,13 @@ class Instance:
         if not s.plugins:
             log.warning("plugins: {} in %s: every feature is off", s.source)
         log.info(
-            "instance %s listening on %s:%d (store: %s, plugins: %s)",
+            "instance %s listening on %s:%d (store: %s, plugins: %s, loop: %s)",
             self.instance_id,
             s.server.host,
             self.port,
             self.stores.backend,
             ", ".join(self.plugins) or "none",
+            loop_name(),
         )
 
     def _use_log_policy(self, policy: LogPolicy | None) -> None:
@@ -188,6 +190,7 @@ class Instance:
                 ("server.port", old.server.port, settings.server.port),
                 ("server.instance_id", old.instance_id, settings.instance_id),
                 ("server.workers", old.server.workers, settings.server.workers),
+                ("server.event_loop", old.server.event_loop, settings.server.event_loop),
                 ("store", old.store, settings.store),
             )
             if before != after

@@ -275,6 +275,24 @@ def test_plugins_empty_runs_every_feature_off_and_says_so(tmp_path, launch):
     assert f"plugins: {{}} in {path}: every feature is off" in server.output
 
 
+@pytest.mark.parametrize(("choice", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_server_says_which_loop_it_runs_on(tmp_path, launch, choice, expected):
+    port = free_port()
+    path = config_file(
+        tmp_path, {"server": {"port": port, "event_loop": choice}, "logging": {"level": "info"}}
+    )
+    server = launch(path)
+    assert server.health(port)["status"] == "ok"
+    assert server.stop() == 0
+    assert f"loop: {expected})" in server.output
+
+
+def test_an_unknown_loop_is_a_config_error(tmp_path):
+    path = config_file(tmp_path, {"server": {"event_loop": "trio"}})
+    line = assert_one_line_error(run("--config", str(path)))
+    assert "server.event_loop" in line
+
+
 def test_host_flag_overrides_the_file(tmp_path, launch):
     port = free_port()
     path = config_file(tmp_path, {"server": {"host": "192.0.2.1", "port": port}})

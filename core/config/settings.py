@@ -33,6 +33,8 @@ class ServerSettings:
     handshake_timeout: float = setting(10.0, gt=0)
     # Processes sharing the port (SO_REUSEPORT), each an instance `{instance_id}/{k}`.
     workers: int = setting(1, ge=1, le=256)
+    # auto: uvloop where it is installed, else asyncio's own loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     def check(self, path: str) -> None:
         if self.max_queued_bytes < 2 * self.max_message_size:

@@ -369,7 +369,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(tmp_path):
     assert changes_error(tmp_path, {"server": {"zebra": 1}}) == (
         "server.zebra: unknown key (expected one of: host, port, instance_id, "
         "max_message_size, max_queued_bytes, allowed_origins, trusted_proxies, ipv6_prefix, "
-        "shutdown_timeout, handshake_timeout, workers)"
+        "shutdown_timeout, handshake_timeout, workers, event_loop)"
     )
 
 
