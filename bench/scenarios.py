@@ -1523,8 +1523,9 @@ class Target:
 
 
 # Variants of ours, measured only where they answer a question: on a cluster against one
-# Redis (fan-out), with auth against without and 2 workers against 1 (handshakes, idle).
-VARIANTS = ("ours-cluster", "ours-auth", "ours-2w")
+# Redis (fan-out), with auth against without and 2 workers against 1 (handshakes, idle),
+# on asyncio's loop against uvloop (fan-out, echo, handshakes, the storm).
+VARIANTS = ("ours-cluster", "ours-auth", "ours-2w", "ours-asyncio")
 # The floor bounds what a broadcast can cost: it runs where messages are broadcast
 # (fan-out, echo); its handshakes and idle connections would be bare Tornado's.
 BOUNDS = ("floor",)
@@ -1574,7 +1575,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 "deliveries_per_cpu_s",
                 lambda ctx, setup, n=n: fanout_run(ctx, setup, n),
                 # The cluster's figure is read against ours on one Redis.
-                kinds=(*DEFAULT_KINDS, "ours-cluster", "floor"),
+                kinds=(*DEFAULT_KINDS, "ours-cluster", "ours-asyncio", "floor"),
                 references=(*REFERENCES, "floor"),
                 params={"receivers": n, "window": window, "content": plan.message_size},
                 # With 1000 receivers the per-message work is spread thin: what is left
@@ -1600,7 +1601,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 ),
                 "deliveries_per_cpu_s",
                 lambda ctx, setup, n=n: echo_run(ctx, setup, n),
-                kinds=(*DEFAULT_KINDS, "floor"),
+                kinds=(*DEFAULT_KINDS, "ours-asyncio", "floor"),
                 references=(*REFERENCES, "floor"),
                 params={"connections": n, "content": plan.message_size},
             )
@@ -1622,7 +1623,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
             ),
             "handshakes_per_cpu_s",
             handshake_run,
-            kinds=(*DEFAULT_KINDS, "ours-auth", "ours-2w"),
+            kinds=(*DEFAULT_KINDS, "ours-auth", "ours-2w", "ours-asyncio"),
             params={"concurrency": plan.handshake_concurrency},
         )
     )
@@ -1644,10 +1645,10 @@ def scenarios(plan: Plan) -> list[Scenario]:
             "from the first attempt until it is idle again. Bare Tornado: "
             f"{storm} plain connections come and go, then all connect again at once "
             "(live = the 101). One run per server. Listen overflows = connection attempts "
-            "the kernel dropped for a full accept queue (both servers listen with Tornado's "
-            "default backlog, 128); each is tried again 1, 2, 4... s later, so where there "
-            "are many, the storm's time is mostly those retries (server CPU % well below "
-            "100) and handshakes / CPU-s is the figure of the server's work.",
+            "the kernel dropped for a full accept queue (every server listens with a "
+            "backlog of 4096; with Tornado's default, 128, a storm's time is mostly the "
+            "clients' retries 1, 2, 4... s later); where there are any, handshakes / CPU-s "
+            "is the figure of the server's work.",
             (
                 Metric("storm_s", "storm s", "{:.2f}", "lower"),
                 Metric("handshakes_per_cpu_s", "handshakes / CPU-s", better="higher"),
@@ -1660,7 +1661,7 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 *USAGE_METRICS,
             ),
             "storm_s",
-            kinds=("ours", "tornado"),
+            kinds=("ours", "ours-asyncio", "tornado"),
             repeats=1,
             references=("tornado",),
             run_all=storm_all,

@@ -391,6 +391,14 @@ KINDS: dict[str, Kind] = {
             workers=2,
         ),
         Kind(
+            "ours-asyncio",
+            "ours (all plugins, redis, asyncio loop)",
+            "relay",
+            True,
+            "as `ours`, with `server.event_loop: asyncio`: asyncio's own event loop instead "
+            "of uvloop (the default), on the loop the references run on",
+        ),
+        Kind(
             "ours-bare",
             "ours (no plugins, memory)",
             "relay",
@@ -418,8 +426,8 @@ KINDS: dict[str, Kind] = {
             "plain",
             False,
             "bench/reference/floor_server.py: Tornado accepts and reads; each message's "
-            "frame is built once and handed to every client's socket with one send(): "
-            "what a Python process can do at best for a broadcast",
+            "frame is built once and handed to every client's socket with one send(), "
+            "on uvloop as ours: what a Python process can do at best for a broadcast",
         ),
         Kind(
             "socketio",
@@ -452,6 +460,8 @@ def our_config(
     if cluster:
         config["store"]["redis_cluster"] = cluster
     config["server"]["workers"] = kind.workers
+    if kind.key == "ours-asyncio":
+        config["server"]["event_loop"] = "asyncio"
     if kind.key == "ours-auth":
         plugins["auth"].update(enabled=True, secret=BENCH_JWT_SECRET, dev_tokens=False)
     # Raised so that the limits never refuse the benchmark's load (all from one IP).

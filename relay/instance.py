@@ -38,6 +38,12 @@ from relay.event_loop import loop_name
 log = logging.getLogger("server")
 
 DISCONNECTED = "disconnected by the app"
+# Connections the kernel completes before they are accepted. Tornado's default (128)
+# overflows in a reconnect storm: every client of an instance returning at once after a
+# deploy. The kernel then drops the handshakes' last packets and the clients retry after
+# 1, 2, 4, 8... seconds, so most of the storm is spent waiting, not working. The kernel
+# caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 
 
 class Instance:
@@ -128,7 +134,7 @@ class Instance:
                 body_timeout=s.server.handshake_timeout,
             )
             sockets = tornado.netutil.bind_sockets(
-                s.server.port, s.server.host, reuse_port=self.shares_port
+                s.server.port, s.server.host, reuse_port=self.shares_port, backlog=LISTEN_BACKLOG
             )
         except BaseException:
             await self._release()

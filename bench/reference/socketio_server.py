@@ -43,7 +43,8 @@ def main() -> None:
 
     app = web.Application()
     sio.attach(app)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    # The backlog ours listens with: a connection storm measures the servers, not drops.
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None, backlog=4096)
 
 
 if __name__ == "__main__":

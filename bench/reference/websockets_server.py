@@ -33,7 +33,8 @@ async def main() -> None:
         finally:
             clients.discard(websocket)
 
-    async with serve(handler, args.host, args.port):
+    # The backlog ours listens with: a connection storm measures the servers, not drops.
+    async with serve(handler, args.host, args.port, backlog=4096):
         await asyncio.Event().wait()
 
 
