@@ -127,6 +127,8 @@ class RedisBroker(Broker):
         self._runner: asyncio.Task | None = None
         self._subscription: asyncio.Task | None = None
         self._conn = None  # the subscriber connection, while it is subscribed
+        # (UN)SUBSCRIBE commands of this loop turn, each [verb, channel, ...], in order.
+        self._commands: list[list[str]] = []
         self._stopped = False
         link.on_down(self._on_link_down)
 
@@ -303,8 +305,7 @@ class RedisBroker(Broker):
     def _listen(self, state: _Channel) -> None:
         """Start hearing a channel that has its first local subscriber."""
         if self._conn is not None:
-            task = asyncio.ensure_future(self._command("SUBSCRIBE", state.pubsub))
-            task.add_done_callback(_ignore)
+            self._command("SUBSCRIBE", state.pubsub)
 
     async def subscribe(self, channel: str) -> None:
         state = self.want(channel)
@@ -312,7 +313,8 @@ class RedisBroker(Broker):
             return
         # Messages published once this returns must reach here: wait for the reply.
         try:
-            await asyncio.wait_for(asyncio.shield(state.confirmed), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):  # no task, unlike wait_for
+                await asyncio.shield(state.confirmed)
         except TimeoutError:
             log.warning("subscribing to %s is taking long; continuing", state.pubsub)
 
@@ -328,18 +330,34 @@ class RedisBroker(Broker):
     def _stop_listening(self, state: _Channel) -> None:
         """Stop hearing a channel whose last local subscriber left."""
         if self._conn is not None:
-            task = asyncio.ensure_future(self._command("UNSUBSCRIBE", state.pubsub))
+            self._command("UNSUBSCRIBE", state.pubsub)
+
+    def _command(self, verb: str, name: str) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE `name` on the subscriber connection. The channels of
+        one loop turn go out together, one command per run of the same verb (in order:
+        a channel left and joined again in one turn ends subscribed): a burst of clients
+        arriving with their personal channels costs one write, not one per client."""
+        commands = self._commands
+        if commands and commands[-1][0] == verb:
+            commands[-1].append(name)
+        else:
+            commands.append([verb, name])
+        if len(commands) == 1 and len(commands[0]) == 2:
+            asyncio.get_running_loop().call_soon(self._send_commands)
+
+    def _send_commands(self) -> None:
+        commands, self._commands = self._commands, []
+        if commands and self._conn is not None:
+            packed = b"".join(pack_command(tuple(command)) for command in commands)
+            task = asyncio.ensure_future(self._send_packed(self._conn, packed, commands))
             task.add_done_callback(_ignore)
 
-    async def _command(self, *args: str) -> None:
-        conn = self._conn
-        if conn is None:
-            return
+    async def _send_packed(self, conn, packed: bytes, commands: list[list[str]]) -> None:
         try:
-            await conn.send_packed_command(pack_command(args), check_health=False)
+            await conn.send_packed_command(packed, check_health=False)
         except (RedisError, OSError) as error:
             # The read loop sees the same connection fail, and resubscribes everything.
-            log.debug("%s on the subscriber failed: %s", args[0], error)
+            log.debug("%s on the subscriber failed: %s", commands[0][0], error)
 
     async def _run(self) -> None:
         delay = RESUBSCRIBE_FIRST

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from core.stores.broker import LogPolicy, Unpaid
@@ -234,4 +236,31 @@ async def test_a_publish_with_a_spend_is_refused_when_its_bucket_is_empty(redis_
     # The same buckets as the rate limiter's own calls: it finds them empty too.
     limiter = RedisRateLimiter(b.link, keys(key_prefix), MemoryRateLimiter())
     assert await limiter.take(spend.group, spend.buckets) > 1
+    await b.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_channels_joined_in_one_loop_turn_share_one_subscribe(redis_server, key_prefix):
+    # A burst of clients arriving, each with its personal channel: one write, one command.
+    b, _ = await broker(redis_server.url, key_prefix)
+    r = redis_server.client()
+
+    def calls(command: str) -> int:
+        stats = r.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(stats.get("calls", 0))
+
+    def listened() -> int:
+        return len(r.pubsub_channels(f"{key_prefix}{{user:*"))
+
+    subscribes = calls("subscribe")
+    await asyncio.gather(*(b.subscribe(f"user:u{i}") for i in range(100)))
+    assert listened() == 100
+    assert calls("subscribe") - subscribes == 1
+    unsubscribes = calls("unsubscribe")
+    for i in range(100):
+        b.unsubscribe(f"user:u{i}")
+    b.want("user:u7")  # left and joined again in the same turn: it stays subscribed
+    await until(lambda: listened() == 1)
+    assert calls("unsubscribe") - unsubscribes == 1
+    assert r.pubsub_channels(f"{key_prefix}{{user:*") == [f"{key_prefix}{{user:u7}}".encode()]
     await b.stop()
