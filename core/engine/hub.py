@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,9 @@ class Hub:
         """Start collecting `channel`'s live messages for `conn`, held until `go_live`;
         returns once the broker delivers that channel here. `cursor`: the id it recovers
         from, kept as its place in the channel should it leave before going live."""
+        # One string per channel, however many connections are in it: each `subscribe`
+        # frame parsed brings its own copy of the name (about 60 bytes per subscription).
+        channel = sys.intern(channel)
         room = self._rooms.get(channel)
         if room is None:
             room = self._rooms[channel] = Room()

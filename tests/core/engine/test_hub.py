@@ -116,3 +116,15 @@ async def test_a_presence_event_is_not_sent_to_the_connection_it_is_about():
     await asyncio.sleep(0)
     assert [len(b) for b in other.batches] == [2]  # the join and the message
     assert [len(b) for b in joiner.batches] == [1]  # the message only
+
+
+@pytest.mark.gen_test
+async def test_connections_in_a_channel_share_one_copy_of_its_name():
+    # Each subscribe frame parsed brings its own copy of the name; kept per connection,
+    # those copies would cost ~60 bytes per subscription.
+    hub = Hub(MemoryBroker(LogPolicy(10, 60)))
+    a, b = Recorder(), Recorder()
+    await live(hub, a, "".join(["room:", "lobby"]))
+    await live(hub, b, "".join(["room:", "lob", "by"]))
+    (name_a,), (name_b,) = a.channels, b.channels
+    assert name_a == name_b == "room:lobby" and name_a is name_b
