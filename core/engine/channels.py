@@ -76,7 +76,12 @@ class ChannelRules:
         return None
 
     def may_publish(self, channel: str, subscribed: bool) -> Refusal | None:
-        options = self.namespace(channel)
+        # A channel the connection is in passed the name check when it joined: per
+        # message, only its namespace is looked up (the check is a regex).
+        if subscribed:
+            options = self.namespaces.get(self.namespace_name(channel))
+        else:
+            options = self.namespace(channel)
         if options is None:
             return self.invalid(channel)
         if options.publish == "none":

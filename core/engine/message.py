@@ -43,7 +43,16 @@ class Message:
 
     def charged(self, charge: Charge) -> Message:
         """A copy that costs `charge` too: what a rate limit's on_message returns."""
-        return dataclasses.replace(self, charges=(*self.charges, charge))
+        # Not dataclasses.replace: it is per message, and this is several times cheaper.
+        return Message(
+            self.cls,
+            self.priority,
+            self.content,
+            self.sender,
+            self.ts,
+            self.channel,
+            (*self.charges, charge),
+        )
 
     def replace(self, **changes: Any) -> Message:
         """A copy with `changes` (`content=...`): what an on_message hook returns to
