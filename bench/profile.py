@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("scenario", help="a scenario name (python -m bench --list)")
     parser.add_argument("--server", default="ours", help="a server kind (default: ours)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of samples")
+    parser.add_argument("--seconds", type=int, default=15, help="seconds of samples")
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument(
         "--busy", type=float, default=50.0, help="server CPU %% that means the load is on"
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             for fmt, out in (("raw", collapsed), ("flamegraph", stem.with_suffix(".svg")))
         ]
         if any(r.wait() != 0 for r in recorders):
-            raise SystemExit("py-spy failed (it needs to be allowed to ptrace the server)")
+            raise SystemExit("py-spy failed (see above; it needs to be allowed to ptrace)")
         stem.with_suffix(".txt").write_text(summary(collapsed))
         collapsed.unlink()
     finally:

@@ -73,7 +73,7 @@ class PublishHandler(ApiHandler):
         ts = time.time()
         tail = frames.message_tail(None, cls, priority, content, ts, channel=channel, user=None)
         dispatcher = self.server.dispatcher
-        dispatcher.metrics.messages_published.labels(dispatcher.rules.namespace_name(channel)).inc()
+        dispatcher.metrics.published(dispatcher.rules.namespace_name(channel)).inc()
         message_id = await self.server.hub.publish(channel, priority, tail, ts, cls)
         self.answer(200, {"id": message_id})
 

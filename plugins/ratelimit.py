@@ -19,6 +19,7 @@ from core.config.schema import setting
 from core.engine.connection import Connection
 from core.engine.hooks import Plugin, Veto
 from core.engine.message import Charge, Message
+from core.engine.services import Services
 from core.stores.ratelimit import Bucket, Spend
 from core.wire import frames
 
@@ -47,12 +48,29 @@ class RateLimitPlugin(Plugin):
     name = "ratelimit"
     Settings = RateLimitSettings
 
+    def __init__(self, settings: RateLimitSettings, services: Services) -> None:
+        super().__init__(settings, services)
+        # Each connection's charge, built at its first message: the same every time.
+        self._charges: dict[Connection, Charge] = {}
+
     def on_message(self, conn: Connection, message: Message) -> Message:
         """The message costs one token of the sender's bucket and of its address's,
         paid when it is published (in the publish's own Redis call, on a single Redis):
         if either bucket is empty, it is refused with `rate_limited` instead."""
-        limiter = self.services.stores.rate_limiter
-        return message.charged(Charge(self._spend(conn), limiter, self._refusal))
+        charge = self._charges.get(conn)
+        if charge is None:
+            limiter = self.services.stores.rate_limiter
+            charge = self._charges[conn] = Charge(self._spend(conn), limiter, self._refusal)
+        return message.charged(charge)
+
+    def on_close(self, conn: Connection) -> None:
+        """Forget the connection's charge."""
+        self._charges.pop(conn, None)
+
+    def on_reload(self, settings: RateLimitSettings) -> None:
+        """New rates apply from each connection's next message."""
+        self.settings = settings
+        self._charges.clear()
 
     async def on_subscribe(self, conn: Connection, channel: str) -> Veto | None:
         """A subscription costs a token too: subscribing cannot be used to flood."""

@@ -38,6 +38,22 @@ async def test_a_new_rate_limit_applies_to_open_connections(servers):
 
 
 @pytest.mark.gen_test(timeout=10)
+async def test_a_lower_rate_limit_reaches_a_connection_that_already_sent(servers):
+    generous = {"plugins": {"ratelimit": {"max_messages_per_second": 0.01, "burst": 100}}}
+    server = await servers(generous)
+    client = await WsClient.connect(server.port)
+    await client.send("normal", "before")
+    assert (await client.recv_type("message"))["content"] == "before"
+    await reload(server, {"plugins": {"ratelimit": {"max_messages_per_second": 0.01, "burst": 1}}})
+    # A fresh bucket of the new size (the buckets' keys are the same; their sizes are
+    # the reloaded ones): one more, then refused.
+    await client.send("normal", "after")
+    await client.send("normal", "refused")
+    frames_ = [await client.recv() for _ in range(2)]
+    assert [f.get("content") or f.get("code") for f in frames_] == ["after", "rate_limited"]
+
+
+@pytest.mark.gen_test(timeout=10)
 async def test_disabling_the_throttle_gives_back_every_slot_and_enabling_it_counts_anew(servers):
     server = await servers({"plugins": {"throttle": {"max_connections_per_ip": 2}}})
     held = [await WsClient.connect(server.port) for _ in range(2)]

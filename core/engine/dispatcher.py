@@ -211,8 +211,8 @@ class Dispatcher:
             except Unpaid as unpaid:
                 self._refuse_message(conn, fused.refusal(unpaid.retry_after))
                 return
-        self.metrics.messages_in.labels(outcome.cls).inc()
-        self.metrics.messages_published.labels(self.rules.namespace_name(outcome.channel)).inc()
+        self.metrics.received(outcome.cls).inc()
+        self.metrics.published(self.rules.namespace_name(outcome.channel)).inc()
         await self.hooks.published(conn, outcome)
 
     async def _command(self, conn: Connection, command: frames.ClientCommand) -> None:
@@ -292,7 +292,7 @@ class Dispatcher:
         for entry in batch:
             if entry.origin is not None:
                 continue  # a presence event
-            metrics.messages_out.labels(entry.cls or "unknown").inc(recipients)
+            metrics.delivered(entry.cls or "unknown").inc(recipients)
             if entry.ts:
                 metrics.delivery_latency.observe(max(0.0, now - entry.ts))
 

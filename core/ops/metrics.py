@@ -37,6 +37,24 @@ NAMESPACE = "ws"
 SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class Labelled:
+    """A labelled metric's children by label value, looked up once each: `labels()`
+    takes a lock and builds a key on every call, and the hot path counts per message.
+    The values are few (message classes, channel namespaces: both from the config)."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Counter) -> None:
+        self._metric = metric
+        self._children: dict[str, Counter] = {}
+
+    def __call__(self, value: str) -> Counter:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(value)
+        return child
+
+
 class SampledGauge(Gauge):
     """A Gauge whose `set_function` also works across workers.
 
@@ -108,6 +126,10 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        # The per-message counters' children, by class or namespace.
+        self.received = Labelled(self.messages_in)
+        self.delivered = Labelled(self.messages_out)
+        self.published = Labelled(self.messages_published)
         self.channels = SampledGauge(
             "channels",
             "Channels with a subscriber on this instance (each one Redis subscription)",

@@ -37,7 +37,7 @@ from core.stores.keys import Keys
 from core.stores.ratelimit import Spend
 from core.stores.redis_link import COMMAND_TIMEOUT, DEADLINE, LinkDown, RedisLink, redact
 from core.wire.entry import Entry
-from core.wire.frames import MESSAGE_HEAD, event_payload, split_event
+from core.wire.frames import MESSAGE_HEAD, event_payload, read_message_frame, split_event
 from core.wire.ids import IdClock, parse_id
 
 log = logging.getLogger("pubsub")
@@ -498,6 +498,14 @@ class RedisBroker(Broker):
         if event is not None:
             if self._deliver is not None:
                 self._deliver(Entry.event(state.name, event[0], event[1]))
+            return
+        fields = read_message_frame(data)
+        if fields is not None:
+            message_id, priority, cls, ts = fields
+            entry = Entry(
+                message_id, priority, data, ts, cls, key=parse_id(message_id), channel=state.name
+            )
+            self._accept(state, entry)
             return
         try:
             obj = json.loads(data)

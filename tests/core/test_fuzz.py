@@ -473,3 +473,46 @@ def test_outbox_without_order_is_a_bounded_fifo(limit, ops):
     assert remaining == sorted(remaining)
     pushes = sum(1 for op in ops if op[0] == "push")
     assert remaining == list(range(max(0, pushes - policy.limit), pushes))
+
+
+# Text meant to look like the fields read by position: quotes, commas, field names.
+tricky_text = st.lists(
+    st.sampled_from(['"', ",", ":", "\\", "}", "x", '"ts":', ',"class":"', '","priority":'])
+    | st.characters(),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sender=tricky_text,
+    user=st.none() | tricky_text,
+    content=tricky_text,
+    cls=st.sampled_from(list(CLASSES)),
+    priority=st.integers(min_value=0, max_value=9),
+    ts=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    channel=st.sampled_from(["broadcast", "room:a,b", "user:x.y@z"]),
+    message_id=st.from_regex(r"\A[0-9]{1,13}-[0-9]{1,5}\Z"),
+)
+def test_a_message_frame_read_by_position_agrees_with_a_json_parser(  # noqa: PLR0917
+    sender, user, content, cls, priority, ts, channel, message_id
+):
+    tail = frames.message_tail(sender, cls, priority, content, ts, channel=channel, user=user)
+    payload = frames.message_payload(message_id, tail)
+    parsed = json.loads(payload)
+    assert frames.read_message_frame(payload) == (
+        parsed["id"],
+        parsed["priority"],
+        parsed["class"],
+        parsed["ts"],
+    )
+
+
+@given(junk=st.binary(max_size=80))
+def test_anything_else_is_left_to_the_json_parser_or_read_consistently(junk):
+    data = frames.MESSAGE_HEAD + junk
+    fields = frames.read_message_frame(data)
+    if fields is not None:  # it has every field where a message frame has it
+        message_id, priority, cls, ts = fields
+        assert isinstance(priority, int) and isinstance(ts, float) and isinstance(cls, str)
+        assert data.startswith(frames.MESSAGE_HEAD + message_id.encode())
