@@ -17,7 +17,8 @@ from core.config.schema import ConfigError, setting
 from core.engine.catalog import PluginCatalog
 from core.engine.connection import Connection
 from core.engine.hooks import Declaration, Plugin, PluginSettings, Veto
-from core.engine.message import Message
+from core.engine.message import Charge, Message
+from core.stores.ratelimit import Bucket, Spend
 from plugins.auth import AuthPlugin
 from plugins.heartbeat import HeartbeatPlugin
 from plugins.history import HistoryPlugin
@@ -30,12 +31,15 @@ from plugins.throttle import ThrottlePlugin
 __all__ = [
     "BUILTINS",
     "REGISTRY",
+    "Bucket",
+    "Charge",
     "ConfigError",
     "Connection",
     "Declaration",
     "Message",
     "Plugin",
     "PluginSettings",
+    "Spend",
     "Veto",
     "setting",
 ]
