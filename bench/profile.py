@@ -3,6 +3,7 @@
     python -m bench.profile echo-16                       # ours, 15 s of samples
     python -m bench.profile handshakes --server ours-bare --seconds 20
     python -m bench.profile many-rooms --busy 30
+    python -m bench.profile reconnect-storm --when "coming back" --seconds 5
 
 It runs the harness for that one scenario and server (one run, measured long enough),
 waits until the server is busy with the load (its CPU above `--busy` % over a second,
@@ -27,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument(
         "--busy", type=float, default=50.0, help="server CPU %% that means the load is on"
+    )
+    parser.add_argument(
+        "--when",
+        help="wait for the harness to print this first (reconnect-storm: 'coming back')",
     )
     return parser.parse_args(argv)
 
@@ -81,9 +87,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def wait_busy(harness: subprocess.Popen, busy: float, timeout: float = 900.0) -> int:
-    """The server's pid, once it has been busier than `busy` % for a second."""
+def watch(harness: subprocess.Popen, text: str | None) -> threading.Event:
+    """Pass the harness's output through; the event is set once `text` was in it (at
+    once without `text`)."""
+    seen = threading.Event()
+    if text is None:
+        seen.set()
+    wanted = text.encode() if text else b""
+
+    def pump() -> None:
+        tail = b""
+        while chunk := harness.stdout.read1(4096):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            tail = (tail + chunk)[-(len(wanted) + 4096) :]
+            if wanted and wanted in tail:
+                seen.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    return seen
+
+
+def wait_busy(
+    harness: subprocess.Popen, busy: float, seen: threading.Event, timeout: float = 900.0
+) -> int:
+    """The server's pid, once `seen` is set and the server has been busier than `busy` %
+    for a second."""
     deadline = time.monotonic() + timeout
+    while not seen.wait(0.2):
+        if harness.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the harness never printed what --when waits for")
     while time.monotonic() < deadline:
         if harness.poll() is not None:
             raise SystemExit("the harness ended before the server got busy")
@@ -139,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-m", "bench", "--scenario", args.scenario, "--servers", args.server,
          "--repeats", "1", "--measure", str(measure)],
         cwd=ROOT,
+        stdout=subprocess.PIPE,
     )  # fmt: skip
+    seen = watch(harness, args.when)
     try:
-        pid = wait_busy(harness, args.busy)
+        pid = wait_busy(harness, args.busy, seen)
         collapsed = stem.with_suffix(".collapsed")
         common = ["--pid", str(pid), "--duration", str(args.seconds), "--rate", str(args.rate)]
         # py-spy writes one format per recording: two at once, over the same seconds.
