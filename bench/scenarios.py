@@ -741,22 +741,8 @@ async def many_rooms_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioRe
         try:
             setup = Setup(kind, ctx.workdir).start()
             await asyncio.wait_for(many_rooms(ctx, setup, where, runs), ROOMS_TIMEOUT)
-        except (
-            RunFailed,
-            ServerFailed,
-            ProtocolError,
-            OSError,
-            ConnectionError,
-            TimeoutError,
-        ) as error:
-            why = _describe(error)
-            if setup is not None and not isinstance(error, ServerFailed):
-                try:
-                    setup.check()
-                except ServerFailed as died:
-                    why += f"; {died}"
-                else:
-                    why += _server_side(setup)
+        except RUN_ERRORS as error:
+            why = _failure(error, setup)
             result.errors[kind.key] = why
             ctx.progress.line(f"{where}: FAILED: {why}")
         finally:
@@ -1041,22 +1027,8 @@ async def storm_all(ctx: Context, kinds: Sequence[Kind], result: ScenarioResult)
                 f"{figures['replayed']} messages replayed, "
                 f"{figures['listen_overflows']} listen overflows"
             )
-        except (
-            RunFailed,
-            ServerFailed,
-            ProtocolError,
-            OSError,
-            ConnectionError,
-            TimeoutError,
-        ) as error:
-            why = _describe(error)
-            if setup is not None and not isinstance(error, ServerFailed):
-                try:
-                    setup.check()
-                except ServerFailed as died:
-                    why += f"; {died}"
-                else:
-                    why += _server_side(setup) if kind.dialect == "relay" else ""
+        except RUN_ERRORS as error:
+            why = _failure(error, setup, ours=kind.dialect == "relay")
             result.errors[kind.key] = why
             ctx.progress.line(f"{where}: FAILED: {why}")
         finally:
@@ -1399,23 +1371,10 @@ async def idle_all(
                     f"{name} · {kind.label}: {n} connected in {timing['connect_s']:.1f} s"
                     f"{subscribed}, {figures[kind.key]['rss_per_conn_kb']:.1f} KB each"
                 )
-            except (
-                RunFailed,
-                ServerFailed,
-                ProtocolError,
-                OSError,
-                ConnectionError,
-                TimeoutError,
-            ) as error:
-                why = _describe(error)
+            except RUN_ERRORS as error:
                 setup = setups.get(kind.key)
-                if rooms is not None and setup is not None and setup.servers:
-                    try:
-                        setup.check()
-                    except ServerFailed as died:
-                        why += f"; {died}"
-                    else:
-                        why += _server_side(setup)
+                started = rooms is not None and setup is not None and setup.servers
+                why = _failure(error, setup if started else None)
                 result.errors[kind.key] = why
                 ctx.progress.line(f"{name} · {kind.label}: FAILED: {why}")
         live = [k for k in figures if k not in result.errors]
@@ -1869,6 +1828,24 @@ def scenarios(plan: Plan) -> list[Scenario]:
     return out
 
 
+# What a run may fail with: reported as that server's error in the results, not raised.
+RUN_ERRORS = (RunFailed, ServerFailed, ProtocolError, OSError, ConnectionError, TimeoutError)
+
+
+def _failure(error: BaseException, setup: Setup | None, *, ours: bool = True) -> str:
+    """What went wrong in a run: the error, and what the server says of it if it is
+    still running (our server's log; `ours=False` for a reference)."""
+    why = _describe(error)
+    if setup is not None and not isinstance(error, ServerFailed):
+        try:
+            setup.check()
+        except ServerFailed as died:
+            why += f"; {died}"
+        else:
+            why += _server_side(setup) if ours else ""
+    return why
+
+
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     if isinstance(error, TimeoutError):
@@ -1911,14 +1888,7 @@ async def run_scenario(
                     finally:
                         if scenario.fresh:
                             setup.stop()
-                except (
-                    RunFailed,
-                    ServerFailed,
-                    ProtocolError,
-                    OSError,
-                    ConnectionError,
-                    TimeoutError,
-                ) as error:
+                except RUN_ERRORS as error:
                     result.errors[kind.key] = _describe(error)
                     ctx.progress.line(f"{where}: FAILED: {result.errors[kind.key]}")
                     continue
