@@ -3,7 +3,7 @@
     python -m bench.profile echo-16                       # ours, 15 s of samples
     python -m bench.profile handshakes --server ours-bare --seconds 20
     python -m bench.profile many-rooms --busy 30
-    python -m bench.profile reconnect-storm --when "subscribed in" --seconds 5
+    python -m bench.profile reconnect-storm --when "coming back" --seconds 5
 
 It runs the harness for that one scenario and server (one run, measured long enough),
 waits until the server is busy with the load (its CPU above `--busy` % over a second,
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--when",
-        help="wait for the harness to print this first (reconnect-storm: 'subscribed in')",
+        help="wait for the harness to print this first (reconnect-storm: 'coming back')",
     )
     return parser.parse_args(argv)
 

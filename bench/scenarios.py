@@ -1132,7 +1132,7 @@ async def storm_sessions(ctx: Context, setup: Setup, where: str) -> dict:
         await publishing.publish(plan.storm_missed, check)
         await _quiet_server(setup)
 
-        ctx.progress.status(f"{n} coming back at once")
+        ctx.progress.line(f"{where}: {n} coming back at once")
         paths = [f"{dialect.path}?session={token}" for token in tokens]
         missed = plan.storm_missed * channels
         figures |= await _storm(setup, dialect, n, back, paths=paths, replayed=missed)
@@ -1178,7 +1178,7 @@ async def storm_plain(ctx: Context, setup: Setup, where: str) -> dict:
         await close_all(conns, timeout=10)
         await _quiet_server(setup)
         conns.clear()
-        ctx.progress.status(f"{n} coming back at once")
+        ctx.progress.line(f"{where}: {n} coming back at once")
         figures = await _storm(setup, dialect, n, conns)
         return {"clients": n, "connect_s": connect_s, **figures}
     finally:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from core.stores.broker import Broker
@@ -116,15 +116,23 @@ class Hub:
         """Start collecting `channel`'s live messages for `conn`, held until `go_live`;
         returns once the broker delivers that channel here. `cursor`: the id it recovers
         from, kept as its place in the channel should it leave before going live."""
-        # One string per channel, however many connections are in it: each `subscribe`
-        # frame parsed brings its own copy of the name (about 60 bytes per subscription).
-        channel = sys.intern(channel)
-        room = self._rooms.get(channel)
-        if room is None:
-            room = self._rooms[channel] = Room()
-        room.joining[conn] = []
-        conn.channels[channel] = cursor
-        await self.broker.subscribe(channel)
+        await self.join_all(conn, {channel: cursor})
+
+    async def join_all(self, conn: Connection, channels: Mapping[str, str | None]) -> None:
+        """`join` each of `channels` (name -> cursor), waiting for the broker once for
+        all of them: a connection's welcome joins several, and a reconnect storm
+        thousands of connections' at once."""
+        for name, cursor in channels.items():
+            # One string per channel, however many connections are in it: each
+            # `subscribe` frame parsed brings its own copy of the name (about 60 bytes
+            # per subscription).
+            channel = sys.intern(name)
+            room = self._rooms.get(channel)
+            if room is None:
+                room = self._rooms[channel] = Room()
+            room.joining[conn] = []
+            conn.channels[channel] = cursor
+        await self.broker.subscribe_all(channels)
 
     def go_live(
         self,

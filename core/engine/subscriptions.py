@@ -15,7 +15,6 @@ resumed session's) or by a `subscribe` frame, goes the same way:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -82,10 +81,8 @@ class Subscriptions:
 
     async def hold(self, conn: Connection, channels: Mapping[str, str | None]) -> None:
         """Step 1 for the welcome's channels, before the welcome is sent (together: the
-        broker's subscriptions for new channels share one round trip)."""
-        await asyncio.gather(
-            *(self.hub.join(conn, channel, cursor) for channel, cursor in channels.items())
-        )
+        broker's subscriptions for new channels share one round trip, and one wait)."""
+        await self.hub.join_all(conn, channels)
 
     async def catch_up(
         self, conn: Connection, channel: str, since: str | None, announce: bool

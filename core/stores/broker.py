@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.stores.ratelimit import Spend
@@ -85,6 +85,11 @@ class Broker(abc.ABC):
     async def subscribe(self, channel: str) -> None:
         """Deliver `channel`'s messages from now on (returns once that holds)."""
         self.want(channel)
+
+    async def subscribe_all(self, channels: Iterable[str]) -> None:
+        """`subscribe` to each of `channels`, waiting for all of them at once."""
+        for channel in channels:
+            self.want(channel)
 
     def unsubscribe(self, channel: str) -> None:
         """Stop delivering `channel`'s messages (nobody here listens any more)."""

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from hiredis import pack_command
 from redis.exceptions import RedisError, ResponseError
@@ -308,15 +308,23 @@ class RedisBroker(Broker):
             self._command("SUBSCRIBE", state.pubsub)
 
     async def subscribe(self, channel: str) -> None:
-        state = self.want(channel)
-        if not self.link.up or state.confirmed is None or state.confirmed.done():
+        await self.subscribe_all([channel])
+
+    async def subscribe_all(self, channels: Iterable[str]) -> None:
+        states = [self.want(channel) for channel in channels]
+        if not self.link.up:
             return
-        # Messages published once this returns must reach here: wait for the reply.
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT):  # no task, unlike wait_for
-                await asyncio.shield(state.confirmed)
-        except TimeoutError:
-            log.warning("subscribing to %s is taking long; continuing", state.pubsub)
+        waiting = [
+            s.confirmed for s in states if s.confirmed is not None and not s.confirmed.done()
+        ]
+        if not waiting:
+            return
+        # Messages published once this returns must reach here: wait for the replies
+        # (asyncio.wait adds a callback to each future, no task, and cancels none).
+        _, late = await asyncio.wait(waiting, timeout=COMMAND_TIMEOUT)
+        if late:
+            names = [s.pubsub for s in states if s.confirmed in late]
+            log.warning("subscribing to %s is taking long; continuing", ", ".join(names))
 
     def unsubscribe(self, channel: str) -> None:
         state = self._channels.pop(channel, None)

@@ -476,9 +476,10 @@ def test_outbox_without_order_is_a_bounded_fifo(limit, ops):
 
 
 # Text meant to look like the fields read by position: quotes, commas, field names.
+# (No lone surrogates: a client's text arrives as UTF-8, which cannot carry them.)
 tricky_text = st.lists(
     st.sampled_from(['"', ",", ":", "\\", "}", "x", '"ts":', ',"class":"', '","priority":'])
-    | st.characters(),
+    | st.characters(exclude_categories=("Cs",)),
     max_size=12,
 ).map("".join)
 

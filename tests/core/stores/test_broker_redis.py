@@ -264,3 +264,19 @@ async def test_channels_joined_in_one_loop_turn_share_one_subscribe(redis_server
     assert calls("unsubscribe") - unsubscribes == 1
     assert r.pubsub_channels(f"{key_prefix}{{user:*") == [f"{key_prefix}{{user:u7}}".encode()]
     await b.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_once_subscribe_all_returns_every_channel_gets_what_is_published(
+    redis_server, key_prefix
+):
+    listener, got = await broker(redis_server.url, key_prefix)
+    sender, _ = await broker(redis_server.url, key_prefix)
+    names = [f"room:r{i}" for i in range(50)]
+    await listener.subscribe_all(names)
+    for i, name in enumerate(names):
+        sender.publish(name, 5, tail(i), 1.0, "normal")
+    await until(lambda: len(got) == 50)
+    assert sorted(e.channel for e in got) == sorted(names)
+    await listener.stop()
+    await sender.stop()
