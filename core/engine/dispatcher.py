@@ -178,7 +178,7 @@ class Dispatcher:
         # can take one, else here, first.
         fused = None
         for charge in outcome.charges:
-            if fused is None and self.hub.broker.takes_charges:
+            if fused is None and self.hub.broker.takes_charges(charge.limiter):
                 fused = charge
                 continue
             retry_after = await charge.limiter.take(charge.spend.group, charge.spend.buckets)

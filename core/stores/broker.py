@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from core.stores.ratelimit import Spend
+from core.stores.ratelimit import RateLimiter, Spend
 from core.wire.entry import Entry
 
 
@@ -94,10 +94,9 @@ class Broker(abc.ABC):
     def unsubscribe(self, channel: str) -> None:
         """Stop delivering `channel`'s messages (nobody here listens any more)."""
 
-    @property
-    def takes_charges(self) -> bool:
-        """Whether `publish` can take a `spend` (the rate limiter's buckets, on the same
-        store) atomically with the message, now."""
+    def takes_charges(self, limiter: RateLimiter) -> bool:
+        """Whether `publish` can take a `spend` of `limiter`'s buckets atomically with
+        the message, now (they live in the same store as the broker's messages)."""
         return False
 
     @abc.abstractmethod
@@ -112,7 +111,8 @@ class Broker(abc.ABC):
         spend: Spend | None = None,
     ) -> asyncio.Future:
         """Order and distribute a message; a future of its id (callers may ignore it
-        unless they pass `spend`). With `spend` (only while `takes_charges`), the message
+        unless they pass `spend`). With `spend` (only while `takes_charges`: the limiter's
+        buckets), the message
         is published only if those tokens could be taken; else the future raises `Unpaid`.
         Never blocks; never raises on store errors."""
 

@@ -34,7 +34,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from core.stores.broker import Broker, LogPolicy, Recovery, Unpaid
 from core.stores.keys import Keys
-from core.stores.ratelimit import Spend
+from core.stores.ratelimit import RateLimiter, Spend
+from core.stores.ratelimit_redis import RedisRateLimiter
 from core.stores.redis_link import COMMAND_TIMEOUT, DEADLINE, LinkDown, RedisLink, redact
 from core.wire.entry import Entry
 from core.wire.frames import MESSAGE_HEAD, event_payload, read_message_frame, split_event
@@ -146,9 +147,16 @@ class RedisBroker(Broker):
     def distributed(self) -> bool:
         return True
 
-    @property
-    def takes_charges(self) -> bool:
-        return self.CHARGES and self.link.up
+    def takes_charges(self, limiter: RateLimiter) -> bool:
+        # The script reaches the buckets by the limiter's key names: only the Redis
+        # limiter of this link and prefix keeps its buckets there.
+        return (
+            self.CHARGES
+            and self.link.up
+            and isinstance(limiter, RedisRateLimiter)
+            and limiter.link is self.link
+            and limiter.keys.prefix == self.keys.prefix
+        )
 
     @property
     def subscribed(self) -> bool:

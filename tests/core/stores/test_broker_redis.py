@@ -225,7 +225,10 @@ async def test_a_publish_whose_reply_was_lost_is_delivered_here_once(redis_serve
 async def test_a_publish_with_a_spend_is_refused_when_its_bucket_is_empty(redis_server, key_prefix):
     b, got = await broker(redis_server.url, key_prefix)
     spend = Spend("10.0.0.1", (Bucket("", rate=0.01, burst=2),))
-    assert b.takes_charges
+    limiter = RedisRateLimiter(b.link, keys(key_prefix), MemoryRateLimiter())
+    assert b.takes_charges(limiter)
+    # Another store's buckets (a limiter of its own, in memory) are not the broker's.
+    assert not b.takes_charges(MemoryRateLimiter())
     ids = [await b.publish("broadcast", 5, tail(i), 1.0, "normal", spend=spend) for i in range(2)]
     with pytest.raises(Unpaid) as refused:
         await b.publish("broadcast", 5, tail(2), 1.0, "normal", spend=spend)
@@ -234,7 +237,6 @@ async def test_a_publish_with_a_spend_is_refused_when_its_bucket_is_empty(redis_
     assert [e.id for e in got] == ids
     assert redis_server.client().xlen(f"{key_prefix}history:{{broadcast}}") == 2
     # The same buckets as the rate limiter's own calls: it finds them empty too.
-    limiter = RedisRateLimiter(b.link, keys(key_prefix), MemoryRateLimiter())
     assert await limiter.take(spend.group, spend.buckets) > 1
     await b.stop()
 
