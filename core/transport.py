@@ -27,19 +27,23 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import tornado
+import tornado.util
 import tornado.websocket
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
+from tornado.util import _websocket_mask
 
 log = logging.getLogger("server")
 
 SUPPORTED_TORNADO = ((6, 6), (6, 7))
 CLOSE_PROTOCOL_ERROR = 1002
+READ_SIZE = 65536  # what one read of a client's frames takes at most
 
 # (object, attribute) pairs this module uses beyond Tornado's documented API. "handler"
 # is the WebSocketHandler, "protocol" its `ws_connection`, "stream" the protocol's
-# IOStream, "params" the protocol's settings, "server" the HTTPServer.
+# IOStream, "params" the protocol's settings, "server" the HTTPServer, "util" the module
+# tornado.util.
 RELIED_ON = (
     ("server", "_sockets"),
     ("server", "_handlers"),
@@ -49,9 +53,16 @@ RELIED_ON = (
     ("protocol", "params"),
     ("protocol", "handler"),
     ("protocol", "server_terminated"),
-    ("protocol", "_receive_frame"),
-    ("protocol", "_read_bytes"),
-    ("protocol", "_wire_bytes_in"),
+    ("protocol", "_receive_frame_loop"),
+    ("protocol", "_handle_message"),
+    ("protocol", "_abort"),
+    ("protocol", "_fragmented_message_buffer"),
+    ("protocol", "_fragmented_message_opcode"),
+    ("protocol", "client_terminated"),
+    ("protocol", "close_code"),
+    ("protocol", "close_reason"),
+    ("handler", "on_ws_connection_close"),
+    ("util", "_websocket_mask"),
     ("params", "max_message_size"),
     ("stream", "socket"),
     ("stream", "_write_buffer"),
@@ -78,6 +89,7 @@ def missing_internals(handler: tornado.websocket.WebSocketHandler, server: HTTPS
         "stream": stream,
         "params": getattr(protocol, "params", None),
         "server": server,
+        "util": tornado.util,
     }
     return [f"{owner}.{attr}" for owner, attr in RELIED_ON if not hasattr(owners[owner], attr)]
 
@@ -191,33 +203,134 @@ class TornadoTransport:
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, closing with 1002 on a frame the client did not mask (RFC 6455
-    5.1: a server must; Tornado accepts it), and letting the handler say why before a
-    close it did not ask for (1002, or 1009 for a frame over max_message_size)."""
+    """Tornado's protocol with frames read by callbacks instead of its read coroutines,
+    closing with 1002 on a frame the client did not mask (RFC 6455 5.1: a server must;
+    Tornado accepts it), and letting the handler say why before a close it did not ask
+    for (1002, or 1009 for a frame over max_message_size).
 
-    _at_header = False
+    Why its own reader: Tornado reads each frame with three to four awaited reads, and
+    an idle connection waits inside seven suspended coroutines (the request's execution,
+    the handshake, the read loop, the frame read). Here the handshake returns once the
+    connection is open, an idle connection holds one pending read Future, and one read
+    takes whatever has arrived and parses every whole frame in it. What a frame means
+    (text, close, ping, pong) is still Tornado's `_handle_message`.
+    """
 
-    # Plain functions, not coroutines: an idle connection waits in its header read, and
-    # a coroutine of ours wrapped around Tornado's would keep two more frames alive per
-    # connection (about 2 KB per connection, measured). The header is read by `_read_header`, in
-    # place of Tornado's `_read_bytes`, so the wait holds as many frames as Tornado's own.
-    def _receive_frame(self):  # type: ignore[override]
-        self._at_header = True
-        return super()._receive_frame()
+    _pending = b""  # read but not yet parsed: the start of a frame
+    _ended = False
 
-    def _read_bytes(self, n: int):  # type: ignore[override]
-        if self._at_header:
-            self._at_header = False
-            return self._read_header(n)
-        return super()._read_bytes(n)
+    async def _receive_frame_loop(self) -> None:  # type: ignore[override]
+        self._read(READ_SIZE, partial=True)
 
-    async def _read_header(self, n: int) -> bytes:
-        data = await self.stream.read_bytes(n)
-        self._wire_bytes_in += n  # as Tornado's _read_bytes counts
-        if not data[1] & 0x80:
-            self.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
-            raise StreamClosedError()  # ends the read loop: the connection is dropped
-        return data
+    def _read(self, size: int, partial: bool) -> None:
+        try:
+            future = self.stream.read_bytes(size, partial=partial)
+        except StreamClosedError:
+            self._end()
+            return
+        future.add_done_callback(self._on_read)
+
+    def _on_read(self, future: Any) -> None:
+        try:
+            data = future.result()
+        except Exception:  # StreamClosedError, or the loop cancelled the read
+            self._end()
+            return
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        self._parse(data, 0)
+
+    def _parse(self, data: bytes, pos: int) -> None:
+        try:
+            self._parse_frames(data, pos)
+        except Exception:
+            log.exception("failed to read a frame; dropping the connection")
+            self._end()
+
+    def _parse_frames(self, data: bytes, pos: int) -> None:
+        """Handle every whole frame in `data` from `pos`, then read more (the rest of a
+        frame begun, or whatever comes next)."""
+        end = len(data)
+        limit = self.params.max_message_size
+        while not self.client_terminated:
+            available = end - pos
+            if available < 2:
+                break
+            first, second = data[pos], data[pos + 1]
+            if not second & 0x80:
+                self.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
+                self._end()
+                return
+            opcode = first & 0x0F
+            length = second & 0x7F
+            head = 6  # two header bytes and the four of the mask
+            if length >= 126:
+                if opcode & 0x08:  # a control frame's payload must be under 126 bytes
+                    self._end()
+                    return
+                head = 8 if length == 126 else 14
+                if available < head:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + head - 4], "big")
+            if first & self.RSV_MASK:  # no extension was negotiated
+                self._end()
+                return
+            fragments = self._fragmented_message_buffer
+            if length + (len(fragments) if fragments is not None else 0) > limit:
+                self.close(1009, "message too big")
+                self._end()
+                return
+            if available < head + length:
+                # The rest of this frame, exactly, before anything else.
+                self._pending = data[pos:]
+                self._read(head + length - available, partial=False)
+                return
+            start = pos + head
+            payload = _websocket_mask(data[start - 4 : start], data[start : start + length])
+            pos = start + length
+            final = first & self.FIN
+            if opcode & 0x08:
+                if not final:  # control frames must not be fragmented
+                    self._end()
+                    return
+            elif opcode == 0:  # continuation
+                if fragments is None:
+                    self._end()
+                    return
+                fragments.extend(payload)
+                if final:
+                    opcode = self._fragmented_message_opcode
+                    payload = bytes(fragments)
+                    self._fragmented_message_buffer = None
+            elif fragments is not None:  # a new message before the last one ended
+                self._end()
+                return
+            elif not final:
+                self._fragmented_message_opcode = opcode
+                self._fragmented_message_buffer = bytearray(payload)
+            if final:
+                handled = self._handle_message(opcode, payload)
+                if handled is not None and not handled.done():
+                    # The next frame waits for this one's handler: a client's messages
+                    # are handled in order.
+                    handled.add_done_callback(lambda _, rest=data[pos:]: self._parse(rest, 0))
+                    return
+        if self.client_terminated:
+            self._end()
+            return
+        self._pending = data[pos:] if pos < end else b""
+        self._read(READ_SIZE, partial=True)
+
+    def _end(self) -> None:
+        """The connection is over (or must be): drop it, once, and tell the handler."""
+        if self._ended:
+            return
+        self._ended = True
+        self._pending = b""
+        if not (self.client_terminated and self.stream.closed()):
+            self._abort()
+        self.handler.on_ws_connection_close(self.close_code, self.close_reason)
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         stream = self.stream
