@@ -1486,8 +1486,9 @@ class Target:
 # on asyncio's loop against uvloop (fan-out, echo, handshakes, the storm).
 VARIANTS = ("ours-cluster", "ours-auth", "ours-2w", "ours-asyncio")
 # The floor bounds what a broadcast can cost: it runs where messages are broadcast
-# (fan-out, echo); its handshakes and idle connections would be bare Tornado's.
-BOUNDS = ("floor",)
+# (fan-out, echo; in its rooms mode, many-rooms); its handshakes and idle connections
+# would be bare Tornado's.
+BOUNDS = ("floor", "floor-rooms")
 DEFAULT_KINDS = tuple(k for k in KINDS if k not in VARIANTS + BOUNDS)
 REFERENCES = ("tornado", "websockets")
 
@@ -1714,7 +1715,8 @@ def scenarios(plan: Plan) -> list[Scenario]:
             "its messages once, nobody else gets it. Redis room channels = the rooms' "
             "pub/sub channels the server listens to: after subscribing (one per room), "
             f"after every member of {plan.rooms_emptied} rooms unsubscribed (and all but "
-            "one of another's), and after every client closed (none). Ours only: the "
+            "one of another's), and after every client closed (none). The floor runs in "
+            "its rooms mode (bench/reference/floor_server.py --rooms); the other "
             "references have no rooms.",
             (
                 Metric("deliveries_per_cpu_s", "deliveries / CPU-s", better="higher"),
@@ -1731,8 +1733,8 @@ def scenarios(plan: Plan) -> list[Scenario]:
                 *USAGE_METRICS,
             ),
             "deliveries_per_cpu_s",
-            kinds=("ours", "ours-bare"),
-            references=(),
+            kinds=("ours", "ours-bare", "floor-rooms"),
+            references=("floor-rooms",),
             targets=(Target(0.6, of="fanout-100"),),
             run_all=many_rooms_all,
             params={

@@ -430,6 +430,16 @@ KINDS: dict[str, Kind] = {
             "on uvloop as ours: what a Python process can do at best for a broadcast",
         ),
         Kind(
+            "floor-rooms",
+            "floor (rooms)",
+            "relay",
+            False,
+            "bench/reference/floor_server.py --rooms: our protocol's least for rooms "
+            "(welcome, subscribe answered, each message's frame built once and sent to "
+            "its room's members with one send() each), on uvloop: the best a Python "
+            "process can do for many-rooms",
+        ),
+        Kind(
             "socketio",
             "python-socketio (redis)",
             "socketio",
@@ -512,10 +522,13 @@ class Server:
             "tornado": "bare_tornado.py",
             "websockets": "websockets_server.py",
             "floor": "floor_server.py",
+            "floor-rooms": "floor_server.py",
             "socketio": "socketio_server.py",
         }[key]
         command = [sys.executable, str(ROOT / "bench" / "reference" / script)]
         command += ["--port", str(self.port)]
+        if key == "floor-rooms":
+            command.append("--rooms")
         if redis_url is not None:
             command += ["--redis-url", redis_url]
         return command

@@ -17,12 +17,21 @@ this reference only; our server keeps the same reach in core/transport.py, where
 audits it against each Tornado release.
 
     python bench/reference/floor_server.py --port 9000      # ws://127.0.0.1:9000/ws
+
+With `--rooms` it is the floor for rooms (bench many-rooms): the least of our protocol a
+client there needs. A welcome frame on open; `subscribe` / `unsubscribe` answered and
+kept in a dict of rooms; a message's JSON parsed for its channel, its frame (`type`,
+`id`, `channel`, `content`) built once and sent to each member of that room with one
+`send()`. No history, presence, limits or Redis; `GET /healthz` says how many are
+connected, as the harness asks our server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import socket
 import struct
 
@@ -86,13 +95,85 @@ class FloorHandler(tornado.websocket.WebSocketHandler):
         self.clients.pop(self, None)
 
 
+WELCOME = text_frame(b'{"type":"welcome"}')
+
+
+class FloorRoomsHandler(tornado.websocket.WebSocketHandler):
+    def initialize(self, clients: dict, rooms: dict, ids: itertools.count) -> None:
+        self.clients = clients
+        self.rooms = rooms  # name -> {handler: (stream, socket)}
+        self.ids = ids
+        self.joined: set[str] = set()
+
+    def check_origin(self, origin: str) -> bool:
+        return True
+
+    def open(self) -> None:
+        self.set_nodelay(True)
+        stream = self.ws_connection.stream  # type: ignore[union-attr]
+        self.me = (stream, stream.socket)
+        self.clients[self] = self.me
+        send(*self.me, WELCOME)
+
+    def on_message(self, message: str | bytes) -> None:
+        frame = json.loads(message)
+        kind, channel = frame.get("type"), frame.get("channel")
+        if kind == "subscribe":
+            self.rooms.setdefault(channel, {})[self] = self.me
+            self.joined.add(channel)
+            self.answer("subscribed", channel)
+        elif kind == "unsubscribe":
+            self.leave(channel)
+            self.answer("unsubscribed", channel)
+        elif channel in self.joined:
+            payload = {
+                "type": "message",
+                "id": str(next(self.ids)),
+                "channel": channel,
+                "content": frame["content"],
+            }
+            out = text_frame(json.dumps(payload, separators=(",", ":")).encode())
+            for stream, sock in tuple(self.rooms[channel].values()):
+                send(stream, sock, out)
+
+    def answer(self, kind: str, channel: str) -> None:
+        reply = json.dumps({"type": kind, "channel": channel}, separators=(",", ":"))
+        send(*self.me, text_frame(reply.encode()))
+
+    def leave(self, channel: str) -> None:
+        self.joined.discard(channel)
+        members = self.rooms.get(channel)
+        if members is not None:
+            members.pop(self, None)
+            if not members:
+                del self.rooms[channel]
+
+    def on_close(self) -> None:
+        self.clients.pop(self, None)
+        for channel in tuple(self.joined):
+            self.leave(channel)
+
+
+class Healthz(tornado.web.RequestHandler):
+    def initialize(self, clients: dict) -> None:
+        self.clients = clients
+
+    def get(self) -> None:
+        self.write({"connections": len(self.clients)})
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rooms", action="store_true", help="rooms, in our protocol")
     args = parser.parse_args()
-    clients: dict[FloorHandler, tuple[IOStream, socket.socket]] = {}
-    app = tornado.web.Application([(r"/ws", FloorHandler, {"clients": clients})])
+    clients: dict[tornado.websocket.WebSocketHandler, tuple[IOStream, socket.socket]] = {}
+    if args.rooms:
+        ws = (FloorRoomsHandler, {"clients": clients, "rooms": {}, "ids": itertools.count(1)})
+    else:
+        ws = (FloorHandler, {"clients": clients})
+    app = tornado.web.Application([(r"/ws", *ws), (r"/healthz", Healthz, {"clients": clients})])
     # The backlog ours listens with: a connection storm measures the servers, not drops.
     app.listen(args.port, args.host, backlog=4096)
     await asyncio.Event().wait()
