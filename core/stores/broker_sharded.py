@@ -210,6 +210,9 @@ class ShardedRedisBroker(RedisBroker):
         self.link: ClusterLink = link
         self.control_channel = self._control_channel
         self.listeners: dict[str, ShardListener] = {}
+        # Listeners whose connection failed, while they place their channels again: no
+        # longer in `listeners`, but stopping must still end them.
+        self._replacing: set[ShardListener] = set()
         self.stopped = False
         self._avoid: dict[str, float] = {}  # node -> until when it is not chosen
         self._control_listener: ShardListener | None = None
@@ -318,12 +321,16 @@ class ShardedRedisBroker(RedisBroker):
         if listener.control:
             listener.control = False
             self._control_listener = None
-        await asyncio.sleep(RETRY_FIRST)
+        self._replacing.add(listener)
         try:
-            await self.link.refresh()
-        except Exception:
-            log.exception("reading the cluster's slot map failed")
-        await self._replace(states)
+            await asyncio.sleep(RETRY_FIRST)
+            try:
+                await self.link.refresh()
+            except Exception:
+                log.exception("reading the cluster's slot map failed")
+            await self._replace(states)
+        finally:
+            self._replacing.discard(listener)
 
     async def _replace(self, states: list[_Channel]) -> None:
         delay = RETRY_FIRST
@@ -403,7 +410,8 @@ class ShardedRedisBroker(RedisBroker):
 
     async def stop(self) -> None:
         self.stopped = True
-        await asyncio.gather(*(listener.stop() for listener in list(self.listeners.values())))
+        listeners = [*self.listeners.values(), *self._replacing]
+        await asyncio.gather(*(listener.stop() for listener in listeners))
         self.listeners.clear()
 
 

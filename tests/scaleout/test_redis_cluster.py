@@ -160,3 +160,26 @@ def test_every_node_is_reached_with_the_scheme_and_credentials_of_redis_url():
         node_url("10.0.0.5:7001", "rediss://app:s%40cret@cache.internal:6380/2")
         == "rediss://app:s%40cret@10.0.0.5:7001/0"
     )
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_stopping_while_no_node_answers_leaves_no_listener_running(
+    servers, own_cluster, key_prefix
+):
+    config = merge(cluster_changes(own_cluster, key_prefix), CHANNELS)
+    server = await servers(config)
+    client = await WsClient.connect(server.port)
+    await client.subscribe("room:hang")
+    broker = server.hub.broker
+    for node in own_cluster.nodes:
+        node.pause()
+    # Each listener's read stalls, it gives its node up and, while nothing answers,
+    # waits to place its channels again: out of the broker's list of listeners.
+    await until(lambda: broker._replacing, timeout=15)
+    await server.stop(timeout=1)
+    running = [
+        t
+        for t in asyncio.all_tasks()
+        if not t.done() and t.get_coro().__qualname__ == "ShardListener._run"
+    ]
+    assert running == [], running
