@@ -19,6 +19,7 @@ outside it gets a warning at start-up, and the transport test is the audit to ru
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -233,7 +234,7 @@ class _Protocol(tornado.websocket.WebSocketProtocol13):
     def _on_read(self, future: Any) -> None:
         try:
             data = future.result()
-        except Exception:  # StreamClosedError, or the loop cancelled the read
+        except (Exception, asyncio.CancelledError):  # StreamClosedError, or cancelled
             self._end()
             return
         if self._pending:
