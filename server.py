@@ -29,7 +29,7 @@ from core.config.settings import Settings
 from core.ops.logs import configure_logging
 from core.stores.instance_claim import InstanceIdInUse
 from plugins import REGISTRY
-from relay import event_loop
+from relay import collector, event_loop
 from relay.instance import Instance
 from relay.supervisor import Supervisor, reserve_port
 
@@ -107,6 +107,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
             error.strerror or error,
         )
         return 1
+    collector.tune()  # once started: start-up's objects are never walked again
     reloads: set[asyncio.Task] = set()
 
     def on_sighup() -> None:

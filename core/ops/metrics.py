@@ -22,6 +22,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     ProcessCollector,
     generate_latest,
@@ -220,6 +221,10 @@ class Metrics:
         # Resources, so a leak shows on a dashboard before it shows in an outage:
         # process_resident_memory_bytes, process_open_fds, ...
         self.process = ProcessCollector(registry=None if self.shared_dir else r)
+        if self.shared_dir is None:
+            # python_gc_collections_total{generation}: how often the collector runs (see
+            # relay/collector.py, which makes that rarer). Per process: not with workers.
+            GCCollector(registry=r)
         self.process_gauges: dict[str, Gauge] = {}
         self.sampled = [self.channels, self.subscriptions, self.presence]
         tasks = SampledGauge(
