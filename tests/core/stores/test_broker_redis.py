@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from core.stores.broker import LogPolicy, Unpaid
-from core.stores.broker_redis import RedisBroker
+from core.stores.broker_redis import RedisBroker, all_done
 from core.stores.ratelimit import Bucket, Spend
 from core.stores.ratelimit_memory import MemoryRateLimiter
 from core.stores.ratelimit_redis import RedisRateLimiter
@@ -282,3 +282,51 @@ async def test_once_subscribe_all_returns_every_channel_gets_what_is_published(
     assert sorted(e.channel for e in got) == sorted(names)
     await listener.stop()
     await sender.stop()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_many_connections_joining_one_channel_wait_for_its_one_reply(
+    redis_server, key_prefix
+):
+    listener, got = await broker(redis_server.url, key_prefix)
+    sender, _ = await broker(redis_server.url, key_prefix)
+    # A reconnect storm: 500 clients join the same room in one loop turn.
+    await asyncio.gather(*(listener.subscribe_all(["room:storm"]) for _ in range(500)))
+    sender.publish("room:storm", 5, tail(1), 1.0, "normal")
+    await until(lambda: len(got) == 1)
+    await listener.stop()
+    await sender.stop()
+
+
+class CountingFuture(asyncio.Future):
+    """A future that counts the callbacks taken off it."""
+
+    removals = 0
+
+    def remove_done_callback(self, fn):
+        CountingFuture.removals += 1
+        return super().remove_done_callback(fn)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_waiting_on_a_shared_reply_takes_no_callback_off_it():
+    shared = CountingFuture()
+    CountingFuture.removals = 0
+    waits = [asyncio.ensure_future(all_done([shared], 5.0)) for _ in range(1000)]
+    await asyncio.sleep(0)
+    shared.set_result(None)
+    assert await asyncio.gather(*waits) == [True] * 1000
+    # asyncio.wait would take its callback off each time: O(waiters) each, O(n^2) in all.
+    assert CountingFuture.removals == 0
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_all_done_counts_a_cancelled_future_and_cancels_none_when_late():
+    loop = asyncio.get_running_loop()
+    cancelled, done, pending = loop.create_future(), loop.create_future(), loop.create_future()
+    cancelled.cancel()
+    done.set_result(None)
+    assert await all_done([cancelled, done], 5.0) is True
+    assert await all_done([done, pending], 0.05) is False
+    assert not pending.done()  # others may still be waiting for it
+    pending.set_result(None)
