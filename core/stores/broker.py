@@ -84,7 +84,7 @@ class Broker(abc.ABC):
 
     async def subscribe(self, channel: str) -> None:
         """Deliver `channel`'s messages from now on (returns once that holds)."""
-        self.want(channel)
+        await self.subscribe_all((channel,))
 
     async def subscribe_all(self, channels: Iterable[str]) -> None:
         """`subscribe` to each of `channels`, waiting for all of them at once."""

@@ -315,9 +315,6 @@ class RedisBroker(Broker):
         if self._conn is not None:
             self._command("SUBSCRIBE", state.pubsub)
 
-    async def subscribe(self, channel: str) -> None:
-        await self.subscribe_all([channel])
-
     async def subscribe_all(self, channels: Iterable[str]) -> None:
         states = [self.want(channel) for channel in channels]
         if not self.link.up:
