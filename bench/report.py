@@ -70,8 +70,8 @@ def package_versions() -> dict:
 SUMMARY_REFERENCES = {"tornado": "bare Tornado", "websockets": "websockets", "floor": "floor"}
 # The floor has a mode for rooms, run under a key of its own: in many-rooms it is the
 # floor, and its "own" fan-out figure is the floor's.
-FLOOR_IN = MappingProxyType({"floor": "floor-rooms"})
 SAME_SERVER = MappingProxyType({"floor-rooms": "floor"})
+FLOOR_IN = MappingProxyType({floor: mode for mode, floor in SAME_SERVER.items()})
 
 
 def fmt(value, spec: str) -> str:
